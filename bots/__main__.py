@@ -1,0 +1,3 @@
+from bots.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The one test command (README and .ci/run): installs what the tests need, then runs pytest.
+# Installs the project into .venv, starts a Docker engine when none runs (Debian docker.io + dockerd),
+# builds the sandbox image offline-capable, installs Debian's chromium for the browser tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  step "creating .venv"
+  "$PYTHON" -m venv .venv
+fi
+step "installing agentdesk and test dependencies"
+.venv/bin/pip install --quiet --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/pip install --quiet -e '.[test]' 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/python -c "import agents, bots, smolagents, slack_bolt, botbuilder.core" \
+  || { echo "dependency install failed" >&2; exit 1; }
+
+step "Docker engine"
+bash scripts/ensure_docker.sh
+
+step "sandbox image"
+.venv/bin/agentdesk sandbox build
+
+if ! command -v chromium >/dev/null 2>&1; then
+  step "installing Debian's chromium for the browser tests"
+  if [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+      || echo "chromium could not be installed; browser tests will fail under CI=true" >&2
+  fi
+fi
+
+step "pytest"
+set +e
+.venv/bin/python -m pytest -ra "$@"
+status=$?
+set -e
+if [ "$status" = 5 ]; then
+  echo "pytest collected no tests" >&2
+fi
+exit "$status"

@@ -1,0 +1,62 @@
+"""Shared test helpers: settings pointed at local stand-ins, a scripted model server."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from agents.settings import Settings
+
+
+def make_settings(tmp_path: Path, model_base_url: str | None, **overrides) -> Settings:
+    """Settings for a test: state under tmp_path, the scripted model, nothing read from .env."""
+    base = Settings.from_env(dotenv=False)
+    values = dict(
+        data_dir=tmp_path / "data",
+        model_api_base=model_base_url,
+        model_id="scripted",
+        model_api_key="sk-test-model-key-do-not-leak",
+        model_max_retries=2,
+        model_timeout_s=20.0,
+        sandbox_pool_size=1,
+        otlp_endpoint=None,
+    )
+    values.update(overrides)
+    return dataclasses.replace(base, **values)
+
+
+class RecordingReplier:
+    """A ThreadReplier that records what a person would see in the thread."""
+
+    def __init__(self) -> None:
+        self.statuses: list[str] = []
+        self.steps: list = []
+        self.finals: list = []
+        self.errors: list[str] = []
+
+    async def status(self, text: str) -> None:
+        self.statuses.append(text)
+
+    async def step(self, update) -> None:
+        self.steps.append(update)
+
+    async def final(self, answer) -> None:
+        # Output files are deleted when the task ends, like after a real upload: keep their bytes.
+        self.finals.append(answer)
+        self.file_bytes = {f.name: f.path.read_bytes() for f in answer.files}
+
+    async def error(self, message: str) -> None:
+        self.errors.append(message)
+
+    @property
+    def answer(self):
+        assert self.finals, f"no final answer; errors: {self.errors}"
+        return self.finals[-1]
+
+
+def chat_request(text: str, *, user: str = "U_ALICE", thread: str = "1700000000.000100", **kw):
+    from agents.chat import ChatRequest
+
+    values = dict(platform="slack", workspace="T_TEST", channel="C_GENERAL", thread=thread, user=user, text=text,
+                  message_id=thread, user_name="Alice")
+    values.update(kw)
+    return ChatRequest(**values)

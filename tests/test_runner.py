@@ -1,0 +1,195 @@
+"""The task runner end to end with the scripted model over HTTP and smolagents' real agent loop.
+
+These use SANDBOX=local for speed; the same path through the Docker sandbox is covered in test_ask.py.
+"""
+from __future__ import annotations
+
+import asyncio
+import textwrap
+
+import pytest
+
+from agents.runner import TaskRunner
+from tests.standins.model_server import CLASSIFIER_MARKER, code_reply
+from tests.support import RecordingReplier, chat_request, make_settings
+
+COMPANY = textwrap.dedent(
+    """
+    [departments.hr]
+    description = "Leave, benefits and HR policy"
+    keywords = ["leave", "vacation", "benefits", "payroll"]
+    tools = ["tests.company_tools:whoami"]
+    authorized_imports = ["math"]
+    max_steps = 3
+    step_timeout_s = 5
+
+    [departments.sales]
+    description = "Products, prices and quotes"
+    keywords = ["price", "quote", "discount"]
+    tools = []
+    slack_channels = ["sales-floor"]
+    max_steps = 3
+    """
+)
+
+
+@pytest.fixture
+def company_file(tmp_path):
+    path = tmp_path / "departments.toml"
+    path.write_text(COMPANY)
+    return path
+
+
+def make_runner(tmp_path, model_server, company_file, **overrides):
+    settings = make_settings(tmp_path, model_server.base_url, sandbox="local", config_path=company_file, **overrides)
+    return TaskRunner(settings)
+
+
+async def ask(runner, text, **kw) -> RecordingReplier:
+    replier = RecordingReplier()
+    await runner.handle(chat_request(text, **kw), replier)
+    return replier
+
+
+def classifier_calls(model_server) -> int:
+    return sum(
+        1 for r in model_server.model.requests
+        if any(CLASSIFIER_MARKER in str(m.get("content")) for m in r.get("messages", []))
+    )
+
+
+async def test_prefix_routes_without_a_model_call_and_streams_steps(tmp_path, model_server, company_file):
+    model_server.model.script(
+        "who am i really",
+        code_reply("me = whoami()\nprint('caller is', me)", "I will look up who is asking."),
+        code_reply('final_answer(f"You are {me}.")'),
+    )
+    runner = make_runner(tmp_path, model_server, company_file)
+    await runner.start()
+    try:
+        replier = await ask(runner, "HR: who am i really?", user="U_BOB")
+    finally:
+        await runner.close()
+    assert replier.errors == []
+    assert replier.answer.text == "You are U_BOB."
+    assert replier.answer.department == "hr"
+    assert [s.step_number for s in replier.steps] == [1, 2]
+    assert replier.steps[0].title == "I will look up who is asking"
+    assert "caller is U_BOB" in replier.steps[0].observation
+    assert replier.steps[0].input_tokens == 120
+    assert classifier_calls(model_server) == 0
+    assert "SANDBOX=local" in replier.answer.notices[0]
+
+
+async def test_channel_map_and_classifier_with_keyword_fallback(tmp_path, model_server, company_file):
+    model_server.model.script("price of the widget", code_reply('final_answer("sales here")'))
+    model_server.model.classify_answer = "sales"
+    runner = make_runner(tmp_path, model_server, company_file)
+    await runner.start()
+    try:
+        by_channel = await ask(runner, "price of the widget please", channel_name="sales-floor", thread="1.1")
+        assert by_channel.answer.department == "sales"
+        assert classifier_calls(model_server) == 0
+        by_model = await ask(runner, "price of the widget for me", thread="1.2")
+        assert by_model.answer.department == "sales"
+        assert classifier_calls(model_server) == 1
+        # The model endpoint failing for the classifier falls back to keywords (3 attempts = 1 + 2 retries).
+        model_server.model.fail_next(500, count=3)
+        by_keywords = await ask(runner, "what is the price of the widget? any discount?", thread="1.3")
+        assert by_keywords.answer.department == "sales"
+        model_server.model.fail_next(500, count=3)
+        unclear = await ask(runner, "hello there", thread="1.4")
+        assert unclear.finals == [] and "`hr: …`" in unclear.errors[0]
+    finally:
+        await runner.close()
+
+
+async def test_thread_keeps_department_and_memory_across_a_restart(tmp_path, model_server, company_file):
+    model_server.model.script("first question xyz", code_reply("secret_number = 41\nprint(secret_number)"),
+                              code_reply('final_answer("noted 41")'))
+    model_server.model.script("follow-up question abc", code_reply('final_answer("follow-up done")'))
+    runner = make_runner(tmp_path, model_server, company_file)
+    await runner.start()
+    first = await ask(runner, "sales: first question xyz", thread="9.1")
+    await runner.close()
+    assert first.answer.department == "sales"
+
+    restarted = make_runner(tmp_path, model_server, company_file)
+    await restarted.start()
+    try:
+        assert restarted.knows_thread(chat_request("x", thread="9.1").thread_key)
+        follow = await ask(restarted, "follow-up question abc", thread="9.1")
+        other = await ask(restarted, "hr: follow-up question abc", thread="9.1")
+    finally:
+        await restarted.close()
+    assert follow.answer.department == "sales" and follow.answer.text == "follow-up done"
+    last = model_server.model.requests[-1]["messages"]
+    conversation = "\n".join(str(m.get("content")) for m in last)
+    assert "first question xyz" in conversation and "secret_number = 41" in conversation
+    assert "This thread is with the SALES agent" in other.errors[0]
+
+
+async def test_limits_each_give_a_clear_message(tmp_path, model_server, company_file):
+    model_server.model.script("slow one", code_reply('final_answer("slow done")'), delay_s=1.5)
+    runner = make_runner(tmp_path, model_server, company_file, max_tasks_per_user=1, max_text_chars=50,
+                         user_rate_per_minute=2)
+    await runner.start()
+    try:
+        long = await ask(runner, "hr: " + "x" * 100)
+        assert "limit is 50" in long.errors[0]
+        empty = await ask(runner, "   ")
+        assert "Ask me something" in empty.errors[0]
+        first, second = RecordingReplier(), RecordingReplier()
+        await asyncio.gather(
+            runner.handle(chat_request("hr: slow one", thread="2.1"), first),
+            runner.handle(chat_request("hr: slow one again", thread="2.2"), second),
+        )
+        assert first.answer.text == "slow done"
+        assert "already have 1 request" in second.errors[0]
+        rate = await ask(runner, "hr: slow one", thread="2.3")
+        assert "in the last minute" in rate.errors[0]
+    finally:
+        await runner.close()
+
+
+async def test_task_wall_time_and_model_failures(tmp_path, model_server, company_file):
+    model_server.model.script("endless", code_reply("import time\n"), delay_s=0)
+    runner = make_runner(tmp_path, model_server, company_file, task_timeout_s=3)
+    await runner.start()
+    try:
+        model_server.model.script("very slow model", code_reply('final_answer("late")'), delay_s=6)
+        slow = await ask(runner, "hr: very slow model", thread="3.1")
+        assert slow.finals == [] and "longer than 3 seconds" in slow.errors[0]
+        model_server.model.fail_next(503, count=10)
+        down = await ask(runner, "hr: anything at all", thread="3.2")
+        assert down.finals == [] and "didn't respond" in down.errors[0]
+        assert "sk-test-model-key" not in down.errors[0]
+    finally:
+        await runner.close()
+
+
+async def test_max_steps_reports_each_step_once(tmp_path, model_server, company_file):
+    model_server.model.script("never finishes", code_reply("print('still going')"))
+    runner = make_runner(tmp_path, model_server, company_file)
+    await runner.start()
+    try:
+        replier = await ask(runner, "hr: never finishes")
+    finally:
+        await runner.close()
+    assert [s.step_number for s in replier.steps] == [1, 2, 3]
+    assert replier.finals, replier.errors
+
+
+async def test_no_model_configured(tmp_path, company_file):
+    from agents.runner import TaskRunner
+    from tests.support import make_settings
+
+    settings = make_settings(tmp_path, None, sandbox="local", config_path=company_file, hf_token=None)
+    runner = TaskRunner(settings)
+    await runner.start()
+    try:
+        replier = await ask(runner, "hr: hello")
+        assert not runner.ready()[0]
+    finally:
+        await runner.close()
+    assert "no AI model is configured" in replier.errors[0]
