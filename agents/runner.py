@@ -442,9 +442,12 @@ def _instructions(dept: Department) -> str:
 
 
 def _clean_observation(text: str | None) -> str | None:
+    """The step's printed output and result, without smolagents' scaffolding lines."""
     if not text:
         return text
-    return text.replace("Execution logs:\n", "").strip() or None
+    text = text.replace("Execution logs:\n", "")
+    text = re.sub(r"\n?Last output from code snippet:\n(None)?", "\n", text)
+    return text.strip() or None
 
 
 def _answer_text(output: Any) -> str:

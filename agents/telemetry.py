@@ -38,6 +38,8 @@ def setup_logging(verbose: bool = False) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    for noisy in ("httpx", "httpx2", "openai", "urllib3", "docker"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def setup_tracing(settings) -> None:
