@@ -64,6 +64,9 @@ class ChatRequest:
     user_groups: tuple[str, ...] = ()  # Slack user groups / Teams AAD groups, for access policy
     team: str | None = None  # Teams team id
     trace_carrier: Mapping[str, str] = field(default_factory=dict)
+    #: What the adapter needs to post into this thread later (e.g. a Teams conversation reference), kept
+    #: in the durable task record so a restarted bot can tell the person their request was interrupted.
+    reply_address: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def thread_key(self) -> str:
