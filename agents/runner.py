@@ -364,7 +364,7 @@ class TaskRunner:
     def _build_agent(self, dept: Department, sandbox: Sandbox, request: ChatRequest) -> CodeAgent:
         """A new agent per task (never shared across threads or people), with the thread's memory."""
         agent = CodeAgent(
-            tools=dept.load_tools(),
+            tools=dept.load_tools(request.caller),
             model=self.model_factory(),
             executor=sandbox,
             additional_authorized_imports=list(dept.authorized_imports),

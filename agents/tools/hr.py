@@ -1,0 +1,232 @@
+"""HR tools: policy search, the asker's own leave balance, and benefits.
+
+Data (bundled example: agents/company/hr): `policies/*.md`, `leave.csv`, `benefits.csv`. The folder is the
+department's `data_dir`, or AGENTDESK_HR_DATA_DIR when set.
+
+leave_balance() takes no arguments on purpose: whose balance it returns is decided by the caller the chat
+platform authenticated (agents.tools.current_caller()), so a prompt cannot ask for someone else's.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from smolagents import tool
+
+from agents.departments import resolve_data_dir
+from agents.tools import current_caller
+
+ENV_VAR = "AGENTDESK_HR_DATA_DIR"
+HR_CONTACT = "people@northwindlabs.com"
+#: Chat platform -> column of leave.csv holding that platform's user id.
+_ID_COLUMNS = {"slack": "slack_user", "teams": "teams_user", "terminal": "terminal_user"}
+
+_STOPWORDS = frozenset(
+    "a an and are as at be by can do does for from how i if in is it its long many me much my of on or our "
+    "should so than that the their then there this to was we what when where which who why will with you "
+    "your".split()
+)
+
+
+def _data_dir() -> Path:
+    return resolve_data_dir("hr", ENV_VAR)
+
+
+def _number(value: str) -> int | float:
+    number = float(value or 0)
+    return int(number) if number.is_integer() else number
+
+
+# -- policy search ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Section:
+    policy: str
+    file: str
+    heading: str
+    text: str
+
+
+def _stem(word: str) -> str:
+    """Crude plural/suffix folding so "policies" meets "policy" and "expenses" meets "expense"."""
+    for suffix, replacement in (("ies", "y"), ("ing", ""), ("es", "e"), ("s", "")):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3 and not word.endswith("ss"):
+            return word[: -len(suffix)] + replacement
+    return word
+
+
+def _tokens(text: str) -> list[str]:
+    return [_stem(w) for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in _STOPWORDS]
+
+
+def _sections(folder: Path) -> list[_Section]:
+    sections = []
+    for path in sorted(folder.glob("*.md")):
+        text = path.read_text(encoding="utf-8")
+        title_match = re.search(r"^# (.+)$", text, re.MULTILINE)
+        title = title_match.group(1).strip() if title_match else path.stem.replace("-", " ").title()
+        parts = re.split(r"^## ", text, flags=re.MULTILINE)
+        intro = re.sub(r"^# .+$", "", parts[0], count=1, flags=re.MULTILINE).strip()
+        if intro:
+            sections.append(_Section(title, path.name, "Overview", intro))
+        for part in parts[1:]:
+            heading, _, body = part.partition("\n")
+            sections.append(_Section(title, path.name, heading.strip(), body.strip()))
+    return sections
+
+
+def _bm25(query: list[str], docs: list[list[str]], k1: float = 1.5, b: float = 0.75) -> list[float]:
+    n = len(docs)
+    avg = sum(len(d) for d in docs) / n
+    df = Counter(t for d in docs for t in set(d))
+    scores = []
+    for doc in docs:
+        tf = Counter(doc)
+        score = 0.0
+        for term in set(query):
+            if term not in tf:
+                continue
+            idf = math.log(1 + (n - df[term] + 0.5) / (df[term] + 0.5))
+            score += idf * tf[term] * (k1 + 1) / (tf[term] + k1 * (1 - b + b * len(doc) / avg))
+        scores.append(score)
+    return scores
+
+
+def _excerpt(text: str, terms: set[str], limit: int = 700) -> str:
+    """The section text, or for a long section the paragraphs that mention the query terms."""
+    if len(text) <= limit:
+        return text
+    paragraphs = [p for p in re.split(r"\n\s*\n|\n(?=- )", text) if p.strip()]
+    hits = [p for p in paragraphs if terms & set(_tokens(p))] or paragraphs
+    out = ""
+    for paragraph in hits:
+        if len(out) + len(paragraph) > limit:
+            break
+        out += paragraph.strip() + "\n"
+    return (out or hits[0][:limit]).strip() + " …"
+
+
+@tool
+def search_policies(query: str, max_results: int = 3) -> str:
+    """Searches Northwind Labs' HR policies (leave, sick leave, parental leave, remote work, expenses, benefits,
+    code of conduct) and returns the most relevant sections with the policy title, to quote and cite.
+
+    Args:
+        query: What the person wants to know, in plain words, e.g. "how long is paternity leave".
+        max_results: How many sections to return (1-8).
+    """
+    folder = _data_dir() / "policies"
+    sections = _sections(folder)
+    if not sections:
+        raise FileNotFoundError(f"no HR policies found in {folder}")
+    terms = _tokens(query)
+    if not terms:
+        raise ValueError("the query has no searchable words; ask about a topic such as 'parental leave'")
+    # A section's policy title and heading count as part of its text, so "expenses" finds the expenses policy.
+    docs = [_tokens(f"{s.policy} {s.heading} {s.heading} {s.text}") for s in sections]
+    ranked = sorted(zip(_bm25(terms, docs), range(len(sections))), key=lambda p: (-p[0], p[1]))
+    # Sections scoring far below the best one only share a common word like "leave"; leave them out.
+    floor = max(ranked[0][0] * 0.35, 1e-9)
+    top = [sections[i] for score, i in ranked[: max(1, min(int(max_results), 8))] if score >= floor]
+    titles = ", ".join(sorted({s.policy for s in sections}))
+    if not top:
+        return f'No HR policy section matches "{query}". Policies available: {titles}. Contact {HR_CONTACT}.'
+    lines = [f'Policy sections matching "{query}", best first:']
+    for number, section in enumerate(top, 1):
+        lines.append(f"\n{number}. {section.policy} — {section.heading} ({section.file})")
+        lines.append(_excerpt(section.text, set(terms)))
+    return "\n".join(lines)
+
+
+# -- leave balance ----------------------------------------------------------------------------------------
+
+
+def _leave_record(rows: list[dict[str, str]]) -> dict[str, str] | None:
+    caller = current_caller()
+    column = _ID_COLUMNS.get(caller.platform)
+    if column:
+        for row in rows:
+            if (row.get(column) or "").strip() == caller.user:
+                return row
+    email = (caller.email or "").strip().lower()
+    if email:
+        for row in rows:
+            if (row.get("email") or "").strip().lower() == email:
+                return row
+    return None
+
+
+@tool
+def leave_balance() -> dict:
+    """Returns the annual leave balance, sick days and dependant days of the person who is asking.
+
+    It always answers for the person who sent the message (identified by the chat platform), never for
+    anyone else, so it takes no arguments. If found is false, tell the person the message.
+    """
+    caller = current_caller()
+    with (_data_dir() / "leave.csv").open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    row = _leave_record(rows)
+    if row is None:
+        who = f"{caller.platform} user {caller.user}" + (f", {caller.email}" if caller.email else "")
+        return {
+            "found": False,
+            "message": (
+                f"There is no leave record for you ({who}). If you work at Northwind Labs, ask {HR_CONTACT} "
+                "to link your chat account to your HR record."
+            ),
+        }
+    entitlement = _number(row["annual_entitlement_days"])
+    carried = _number(row["carried_over_days"])
+    taken = _number(row["taken_days"])
+    booked = _number(row["booked_days"])
+    return {
+        "found": True,
+        "employee": row["name"],
+        "as_of": row["as_of"],
+        "annual_leave": {
+            "entitlement_days": entitlement,
+            "carried_over_days": carried,
+            "taken_days": taken,
+            "booked_days": booked,
+            "remaining_days": _number(str(entitlement + carried - taken - booked)),
+        },
+        "sick_days_taken": _number(row["sick_days_taken"]),
+        "sick_days_at_full_pay_per_year": 10,
+        "dependant_days_taken": _number(row["dependant_days_taken"]),
+        "dependant_days_per_year": 5,
+        "note": "Remaining = entitlement + carried over - taken - booked. Book leave in HiBob; "
+        "carried-over days expire on 31 March.",
+    }
+
+
+# -- benefits ---------------------------------------------------------------------------------------------
+
+
+@tool
+def benefits_summary(category: str | None = None) -> dict:
+    """Lists Northwind Labs' employee benefits (health, retirement, protection, wellbeing, development,
+    commuting, remote work) with provider, region, cost to the employee and company contribution.
+
+    Args:
+        category: Optional category to keep, e.g. "health" or "retirement"; omit for every benefit.
+    """
+    with (_data_dir() / "benefits.csv").open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    categories = sorted({r["category"] for r in rows})
+    if category:
+        wanted = category.strip().lower()
+        rows = [r for r in rows if r["category"].lower() == wanted]
+        if not rows:
+            raise ValueError(f"unknown benefit category {category!r}; categories are: {', '.join(categories)}")
+    return {
+        "company": "Northwind Labs",
+        "categories": categories,
+        "benefits": rows,
+        "more": f"Full details: the Benefits Overview policy (search_policies) or {HR_CONTACT}.",
+    }
