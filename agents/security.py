@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from typing import Iterable
 
 # Token shapes worth catching even when the value isn't one of ours (a tool may return someone else's).
@@ -44,3 +45,20 @@ def cap(text: str | None, limit: int, marker: str = "… [truncated]") -> str | 
     if text is None or len(text) <= limit:
         return text
     return text[: max(0, limit - len(marker))] + marker
+
+
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._ -]+")
+
+
+def sanitize_filename(name: str, fallback: str = "file") -> str:
+    """A safe single path component: no folders, no leading dots, printable ASCII, bounded length."""
+    name = unicodedata.normalize("NFKD", name or "").encode("ascii", "ignore").decode()
+    name = name.replace("\\", "/").split("/")[-1]
+    name = _UNSAFE_NAME.sub("_", name).strip(" .")
+    name = re.sub(r"_+", "_", name)
+    if not name or name in {".", ".."}:
+        name = fallback
+    stem, dot, ext = name.rpartition(".")
+    if dot and len(ext) <= 10:
+        return f"{stem[: 120 - len(ext)]}.{ext}" if stem else f"{fallback}.{ext}"
+    return name[:120]

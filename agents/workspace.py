@@ -8,34 +8,16 @@ Archives are stored as they came, never expanded.
 from __future__ import annotations
 
 import mimetypes
-import re
 import shutil
-import unicodedata
 from pathlib import Path
 
 import aiohttp
 
 from agents.chat import Attachment
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._ -]+")
-
+from agents.security import sanitize_filename
 
 class AttachmentRejected(Exception):
     """A file the request cannot use; the message is for the person who shared it."""
-
-
-def sanitize_filename(name: str, fallback: str = "file") -> str:
-    """A safe single path component: no folders, no leading dots, printable ASCII, bounded length."""
-    name = unicodedata.normalize("NFKD", name or "").encode("ascii", "ignore").decode()
-    name = name.replace("\\", "/").split("/")[-1]
-    name = _UNSAFE.sub("_", name).strip(" .")
-    name = re.sub(r"_+", "_", name)
-    if not name or name in {".", ".."}:
-        name = fallback
-    stem, dot, ext = name.rpartition(".")
-    if dot and len(ext) <= 10:
-        return f"{stem[: 120 - len(ext)]}.{ext}" if stem else f"{fallback}.{ext}"
-    return name[:120]
 
 
 def _unique(folder: Path, name: str) -> Path:
