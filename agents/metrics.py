@@ -1,7 +1,17 @@
 """Prometheus metrics for operators (served at GET /metrics)."""
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from importlib import metadata
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, PlatformCollector, ProcessCollector
+
+
+def _version() -> str:
+    try:
+        return metadata.version("agentdesk")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -28,3 +38,24 @@ SANDBOX_START = Histogram(
 )
 SANDBOX_POOL = Gauge("agentdesk_sandbox_pool_size", "Warm sandboxes ready", registry=REGISTRY)
 IN_FLIGHT = Gauge("agentdesk_tasks_in_flight", "Agent tasks running or queued", registry=REGISTRY)
+TOOL_CALLS = Counter(
+    "agentdesk_tool_calls", "Host-side tool calls over the sandbox bridge by tool and outcome", ["tool", "outcome"],
+    registry=REGISTRY,
+)
+TOOL_DURATION = Histogram(
+    "agentdesk_tool_duration_seconds", "Wall time of a host-side tool call", ["tool"], registry=REGISTRY,
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+)
+REPLIES = Counter(
+    "agentdesk_replies", "Messages posted back to threads by platform, kind and outcome",
+    ["platform", "kind", "outcome"], registry=REGISTRY,
+)
+SPANS_EXPORTED = Counter(
+    "agentdesk_trace_spans", "Spans handed to the OTLP exporter by outcome (ok, failed, dropped)", ["outcome"],
+    registry=REGISTRY,
+)
+BUILD = Info("agentdesk_build", "Version of this agentdesk deployment", registry=REGISTRY)
+BUILD.info({"version": _version()})
+# Process metrics (memory, CPU, open files) and the Python version, as the default registry would have.
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)

@@ -50,9 +50,9 @@ async def fetch_attachments(
         for att in attachments:
             name = sanitize_filename(att.name)
             try:
-                _check_type(name, allowed_types)
                 if att.unavailable:
                     raise AttachmentRejected(att.unavailable)
+                _check_type(name, allowed_types)
                 if att.size is not None and att.size > max_bytes:
                     raise AttachmentRejected(f"it is {att.size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB")
                 target = _unique(dest, name)

@@ -149,8 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from agents.departments import ConfigError
     from agents.telemetry import setup_logging, setup_tracing
 
     setup_logging(verbose=args.verbose)
     setup_tracing(_settings())
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ConfigError, ValueError) as exc:
+        print(f"agentdesk {args.command}: {exc}", file=sys.stderr)
+        return 2

@@ -1,12 +1,13 @@
-"""GET /metrics in Prometheus text format."""
+"""GET /metrics in Prometheus text format (OpenMetrics when the scraper asks for it)."""
 from __future__ import annotations
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import choose_encoder
 
 from agents import metrics
 
 
 async def handle(request: web.Request) -> web.Response:
-    body = generate_latest(metrics.REGISTRY)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+    body = encoder(metrics.REGISTRY)
+    return web.Response(body=body, headers={"Content-Type": content_type, "Cache-Control": "no-store"})

@@ -76,7 +76,7 @@ class SlackAPI:
 
     async def __aenter__(self) -> "SlackAPI":
         app = web.Application(client_max_size=50 * 1024 * 1024)
-        app.router.add_post("/api/{method}", self._api)
+        app.router.add_route("*", "/api/{method}", self._api)  # files.info & co. are GETs
         app.router.add_post("/upload/{file_id}", self._upload)
         app.router.add_get("/files-pri/{file_id}/{name}", self._download)
         self._runner = web.AppRunner(app, access_log=None)
@@ -140,7 +140,9 @@ class SlackAPI:
 
     async def _api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
-        if request.content_type == "application/json":
+        if request.method == "GET":
+            params = dict(request.query)
+        elif request.content_type == "application/json":
             params = await request.json()
         else:
             params = dict(await request.post())

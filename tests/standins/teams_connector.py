@@ -63,6 +63,8 @@ class TeamsConnector:
         self._faults: list[Fault] = []
         self._ids = itertools.count(1)
         self._streams: dict[str, dict[str, Any]] = {}
+        #: Answer every stream start with 403 ContentStreamNotAllowed (an older client, a policy).
+        self.refuse_streaming = False
         self._runner: web.AppRunner | None = None
         self.base_url = ""
 
@@ -122,8 +124,13 @@ class TeamsConnector:
             await asyncio.sleep(0.05)
 
     def describe(self) -> str:
-        return "\n".join(f"  {c.method} {c.conversation_id} {c.activity_id} -> {c.status} "
-                         f"{json.dumps(c.body)[:300] if c.body else ''}" for c in self.calls)
+        def show(c: Call) -> str:
+            body = c.body or {}
+            kinds = [a.get("contentType") for a in body.get("attachments") or ()]
+            return (f"  {c.method} {c.conversation_id} {c.activity_id} -> {c.status} {c.activity_type} "
+                    f"{json.dumps(c.text[:300])} {c.streaminfo() or ''} {kinds or ''}")
+
+        return "\n".join(show(c) for c in self.calls)
 
     # -- handlers ---------------------------------------------------------------------------------------
     async def _activities(self, request: web.Request) -> web.Response:
@@ -153,7 +160,7 @@ class TeamsConnector:
         return 201, {"id": f"act-{next(self._ids)}"}
 
     def _stream(self, call: Call, info: dict) -> tuple[int, dict]:
-        if not call.conversation_id.startswith("a:"):
+        if self.refuse_streaming or not call.conversation_id.startswith("a:"):
             return 403, {"error": {"code": "ContentStreamNotAllowed", "message": "streaming is 1:1 only"}}
         stream_id = info.get("streamId")
         if call.activity_type == "typing":
@@ -206,3 +213,75 @@ class TeamsConnector:
             return web.json_response({"error": "not found"}, status=404)
         data, ctype = self._files[name]
         return web.Response(body=data, content_type=ctype)
+
+
+# -- Bot Framework activities as Teams sends them ---------------------------------------------------------
+
+TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+BOT_ID = "28:1b2c3d4e-5f60-4a7b-8c9d-0e1f2a3b4c5d"
+BOT_NAME = "HR Bot"
+ALICE = {"id": "29:1aliceXYZ", "name": "Alice Jones", "aadObjectId": "6a1e0b55-0000-4000-8000-00000000a11c"}
+TEAM_ID = "19:teamgeneral@thread.tacv2"
+CHANNEL_ID = "19:c0ffee42@thread.tacv2"
+_activity_ids = itertools.count(1700000000001)
+
+
+def activity(service_url: str, text: str, *, conversation: dict, channel_data: dict | None = None,
+             entities: list | None = None, attachments: list | None = None, **extra: Any) -> dict:
+    body = {
+        "type": "message",
+        "id": str(next(_activity_ids)),
+        "timestamp": "2026-11-26T10:00:00.000Z",
+        "localTimestamp": "2026-11-26T11:00:00.000+01:00",
+        "serviceUrl": service_url,
+        "channelId": "msteams",
+        "from": dict(ALICE),
+        "conversation": {"tenantId": TENANT, **conversation},
+        "recipient": {"id": BOT_ID, "name": BOT_NAME},
+        "textFormat": "plain",
+        "locale": "en-US",
+        "text": text,
+        "entities": [{"type": "clientInfo", "locale": "en-US", "country": "US", "platform": "Web",
+                      "timezone": "Europe/Berlin"}, *(entities or [])],
+        "channelData": {"tenant": {"id": TENANT}, **(channel_data or {})},
+        "attachments": attachments or [],
+    }
+    body.update(extra)
+    return body
+
+
+def personal_message(service_url: str, text: str, **kw: Any) -> dict:
+    return activity(service_url, text, conversation={"conversationType": "personal",
+                                                     "id": "a:1personalChatWithAliceAbc"}, **kw)
+
+
+def mention_entity(name: str = BOT_NAME, id: str = BOT_ID) -> dict:
+    return {"type": "mention", "text": f"<at>{name}</at>", "mentioned": {"id": id, "name": name}}
+
+
+def channel_mention(service_url: str, text: str, root_id: str = "1700000000000", **kw: Any) -> dict:
+    """A message in a channel thread that @mentions the bot (`text` should contain `<at>HR Bot</at>`)."""
+    return activity(
+        service_url, text,
+        conversation={"isGroup": True, "conversationType": "channel", "id": f"{CHANNEL_ID};messageid={root_id}"},
+        channel_data={"teamsChannelId": CHANNEL_ID, "teamsTeamId": TEAM_ID,
+                      "channel": {"id": CHANNEL_ID, "name": "People questions"},
+                      "team": {"id": TEAM_ID, "name": "Contoso"}},
+        entities=[mention_entity(), *kw.pop("entities", [])], **kw)
+
+
+def group_message(service_url: str, text: str, **kw: Any) -> dict:
+    return activity(service_url, text,
+                    conversation={"isGroup": True, "conversationType": "groupChat",
+                                  "id": "19:meeting_Nzk5MzIxZjAtNTg4Ny00@thread.v2"},
+                    entities=[mention_entity()], **kw)
+
+
+def file_consent_invoke(service_url: str, conversation_id: str, reply_to: str, context: dict,
+                        upload_info: dict | None, action: str = "accept") -> dict:
+    body = activity(service_url, "", conversation={"conversationType": "personal", "id": conversation_id},
+                    type="invoke", name="fileConsent/invoke", replyToId=reply_to,
+                    value={"type": "fileUpload", "action": action, "context": context,
+                           **({"uploadInfo": upload_info} if upload_info else {})})
+    body.pop("text")
+    return body

@@ -1,0 +1,1 @@
+"""Slack adapter: Events API / Socket Mode in, SlackReplier out."""

@@ -1,0 +1,261 @@
+"""Slack in the bot's aiohttp app: POST /slack/events (Events API) and Socket Mode, both via one Bolt app.
+
+The ack path does only signature checks and a dedupe lookup; Bolt acks before any listener runs, and
+every listener hands the agent work to BackgroundTasks, so Slack always gets its 200 well inside 3 s.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.response import BoltResponse
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from agents.chat import ChatRequest
+from agents.settings import Settings
+from agents.telemetry import request_span
+from bots.slack.dedupe import DedupeStore
+from bots.slack.files import attachments_from_event
+from bots.slack.replier import ChannelPacer, SlackReplier, _error_name, call_with_retry
+from bots.tasks import BackgroundTasks
+
+if TYPE_CHECKING:
+    from agents.runner import TaskRunner
+
+log = logging.getLogger("agentdesk.slack")
+
+MAX_BODY_BYTES = 1024 * 1024
+HANDLED_SUBTYPES = {None, "file_share", "thread_broadcast"}
+CHANNEL_NAME_TTL_S = 600.0
+GREETING = (
+    "Hi! I can hand your question to a department agent. Start with a department name and a colon "
+    "(for example `hr: how many leave days do I have left?`) to choose one, or just ask and I'll route it. "
+    "You can attach files too."
+)
+
+
+def web_client(settings: Settings) -> AsyncWebClient:
+    """The Web API client: retries 429 (honouring Retry-After), 500/503 and dropped connections itself."""
+    return AsyncWebClient(
+        token=settings.slack_bot_token,
+        base_url=settings.slack_api_url,
+        retry_handlers=[
+            AsyncRateLimitErrorRetryHandler(max_retry_count=3),
+            AsyncServerErrorRetryHandler(max_retry_count=2),
+            AsyncConnectionErrorRetryHandler(max_retry_count=2),
+        ],
+    )
+
+
+def clean_text(text: str, bot_user_id: str | None) -> str:
+    """Slack message markup to the plain text a person typed: no bot mention, links as URLs, entities decoded."""
+    if bot_user_id:
+        text = re.sub(rf"<@{re.escape(bot_user_id)}(?:\|[^>]*)?>", "", text)
+    text = re.sub(r"<mailto:([^|>]+)(?:\|[^>]*)?>", r"\1", text)
+    text = re.sub(r"<(https?://[^|>]+)(?:\|[^>]*)?>", r"\1", text)
+    text = re.sub(r"<#[A-Z0-9]+\|([^>]*)>", r"#\1", text)
+    text = re.sub(r"<!(here|channel|everyone)(?:\|[^>]*)?>", r"@\1", text)
+    text = re.sub(r"<!subteam\^[A-Z0-9]+\|([^>]*)>", r"\1", text)
+    text = re.sub(r"<@([A-Z0-9]+)(?:\|[^>]*)?>", r"@\1", text)
+    text = text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    return re.sub(r"[ \t]{2,}", " ", text).strip()
+
+
+class SlackBot:
+    """The Bolt app plus what it needs to turn Slack events into runner tasks."""
+
+    def __init__(self, settings: Settings, runner: "TaskRunner", tasks: BackgroundTasks) -> None:
+        self.settings = settings
+        self.runner = runner
+        self.tasks = tasks
+        self.pacer = ChannelPacer()
+        self.dedupe = DedupeStore(settings.data_dir / "slack-dedupe.sqlite3")
+        self._channel_names: dict[str, tuple[str | None, float]] = {}
+        self._channel_scope_warned = False
+        self.app = AsyncApp(
+            client=web_client(settings),
+            signing_secret=settings.slack_signing_secret or "",
+            request_verification_enabled=bool(settings.slack_signing_secret),
+        )
+        self.app.use(self._dedupe_middleware)
+        self.app.event("app_mention")(self._on_app_mention)
+        self.app.event("message")(self._on_message)
+        self.app.event("assistant_thread_started")(self._on_assistant_thread_started)
+        self.app.event("assistant_thread_context_changed")(self._ignore)
+        self.app.action(re.compile(".*"))(self._ack_only)
+
+    # HTTP ------------------------------------------------------------------------------------------
+
+    async def handle_http(self, request: web.Request) -> web.Response:
+        """POST /slack/events: size and JSON checks, then Bolt (signature, dedupe, ack, listeners)."""
+        if (request.content_length or 0) > MAX_BODY_BYTES:
+            return web.json_response({"error": "request body too large"}, status=413)
+        try:
+            body = await request.text()
+        except web.HTTPRequestEntityTooLarge:
+            return web.json_response({"error": "request body too large"}, status=413)
+        try:
+            bolt_request = AsyncBoltRequest(body=body, query=request.query_string, headers=request.headers)
+        except ValueError:
+            return web.json_response({"error": "malformed request body"}, status=400)
+        return await to_aiohttp_response(await self.app.async_dispatch(bolt_request))
+
+    # middleware and listeners ----------------------------------------------------------------------
+
+    async def _dedupe_middleware(self, body: dict, next) -> BoltResponse | None:
+        """A redelivered event (same event_id; Slack retries after 3 s) is acked and dropped."""
+        event_id = body.get("event_id") if isinstance(body, dict) else None
+        if event_id and not self.dedupe.claim(f"event:{event_id}"):
+            return BoltResponse(status=200, body="")
+        return await next()
+
+    async def _ignore(self) -> None:
+        return None
+
+    async def _ack_only(self, ack) -> None:
+        await ack()
+
+    async def _on_app_mention(self, event: dict, body: dict, context, client: AsyncWebClient) -> None:
+        await self._maybe_handle(event, body, context, client, via="app_mention")
+
+    async def _on_message(self, event: dict, body: dict, context, client: AsyncWebClient) -> None:
+        await self._maybe_handle(event, body, context, client, via="message")
+
+    async def _on_assistant_thread_started(self, event: dict, client: AsyncWebClient) -> None:
+        thread = event.get("assistant_thread") or {}
+        if thread.get("channel_id") and thread.get("thread_ts"):
+            self.tasks.spawn(self._greet(client, thread["channel_id"], thread["thread_ts"]), name="slack-greeting")
+
+    async def _greet(self, client: AsyncWebClient, channel: str, thread_ts: str) -> None:
+        await call_with_retry(client.chat_postMessage, 60.0, channel=channel, thread_ts=thread_ts, text=GREETING)
+
+    def _wanted(self, event: dict, team_id: str, bot_user_id: str | None, via: str) -> bool:
+        """Is this message for the bot? Mentions, DMs, and follow-ups in threads it already answered."""
+        if event.get("subtype") not in HANDLED_SUBTYPES or event.get("bot_id") or not event.get("user"):
+            return False
+        if event.get("user") == bot_user_id or not event.get("channel") or not event.get("ts"):
+            return False
+        if via == "app_mention" or event.get("channel_type") == "im":
+            return True
+        if bot_user_id and f"<@{bot_user_id}" in (event.get("text") or ""):
+            return True  # a mention delivered only as a message event (bolt-python #925)
+        thread_ts = event.get("thread_ts")
+        if thread_ts and thread_ts != event["ts"]:
+            return bool(self.runner.knows_thread(f"slack:{team_id}:{event['channel']}:{thread_ts}"))
+        return False
+
+    async def _maybe_handle(self, event: dict, body: dict, context, client: AsyncWebClient, via: str) -> None:
+        team_id = context.team_id or body.get("team_id") or event.get("team") or ""
+        if not self._wanted(event, team_id, context.bot_user_id, via):
+            return
+        # One channel mention arrives as app_mention and as message.channels: answer the first only.
+        if not self.dedupe.claim(f"message:{team_id}:{event['channel']}:{event['ts']}"):
+            return
+        self.tasks.spawn(self._work(event, team_id, context.bot_user_id, client, via),
+                         name=f"slack-{event['channel']}-{event['ts']}")
+
+    async def _work(self, event: dict, team_id: str, bot_user_id: str | None, client: AsyncWebClient,
+                    via: str) -> None:
+        channel, ts = event["channel"], event["ts"]
+        thread_ts = event.get("thread_ts") or ts
+        is_direct = event.get("channel_type") == "im" or channel.startswith("D")
+        request = ChatRequest(
+            platform="slack", workspace=team_id, channel=channel, thread=thread_ts, user=event["user"],
+            text=clean_text(event.get("text") or "", bot_user_id), message_id=ts, is_direct=is_direct,
+        )
+        replier = SlackReplier(
+            client, channel, thread_ts, mode=self.settings.slack_step_updates, pacer=self.pacer,
+            recipient_team_id=event.get("user_team") or event.get("team") or team_id,
+            recipient_user_id=event["user"], is_direct=is_direct,
+        )
+        with request_span("slack.event", request, **{"slack.event_type": via}):
+            try:
+                attachments = await attachments_from_event(event, client, self.settings.slack_bot_token or "")
+                channel_name = None if is_direct else await self._channel_name(client, channel)
+                request = dataclasses.replace(request, attachments=attachments, channel_name=channel_name)
+                await self.runner.handle(request, replier)
+            except Exception:
+                log.exception("Slack request in %s could not be handed to the runner", channel)
+                await replier.error("Sorry, something went wrong on my side with this message. Please try again.")
+
+    async def _channel_name(self, client: AsyncWebClient, channel: str) -> str | None:
+        """Channel name for the departments file's channel map (cached; needs channels:read/groups:read)."""
+        cached = self._channel_names.get(channel)
+        if cached and cached[1] > time.monotonic():
+            return cached[0]
+        name = None
+        try:
+            response = await client.conversations_info(channel=channel)
+            name = (response.get("channel") or {}).get("name")
+        except Exception as exc:  # noqa: BLE001 - routing falls back to prefix/classifier
+            if not self._channel_scope_warned:
+                self._channel_scope_warned = True
+                log.warning("conversations.info failed (%s): channel-to-department mapping is off; "
+                            "add the channels:read and groups:read scopes and reinstall the app", _error_name(exc))
+        self._channel_names[channel] = (name, time.monotonic() + CHANNEL_NAME_TTL_S)
+        return name
+
+    def close(self) -> None:
+        self.dedupe.close()
+
+
+async def _slack_disabled(request: web.Request) -> web.Response:
+    return web.json_response(
+        {"error": "Slack is not configured on this server: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET"},
+        status=404,
+    )
+
+
+async def _http_disabled(request: web.Request) -> web.Response:
+    return web.json_response(
+        {"error": "Slack runs in Socket Mode here: set SLACK_SIGNING_SECRET to accept Events API requests"},
+        status=404,
+    )
+
+
+SLACK_BOT = web.AppKey("slack_bot", SlackBot)
+
+
+def mount(app: web.Application, settings: Settings, runner: "TaskRunner", tasks: BackgroundTasks) -> SlackBot | None:
+    """Add Slack to the bot's aiohttp app (or a 404 route that says Slack is not configured)."""
+    if not settings.slack_enabled:
+        log.info("Slack disabled: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET (or SLACK_APP_TOKEN) to enable it")
+        app.router.add_post("/slack/events", _slack_disabled)
+        return None
+    bot = SlackBot(settings, runner, tasks)
+    app[SLACK_BOT] = bot
+    app.router.add_post("/slack/events", bot.handle_http if settings.slack_signing_secret else _http_disabled)
+    if settings.slack_app_token:
+        from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+        handler = AsyncSocketModeHandler(bot.app, settings.slack_app_token)
+
+        async def connect(app: web.Application) -> None:
+            await handler.connect_async()
+            log.info("Slack Socket Mode connected")
+
+        async def disconnect(app: web.Application) -> None:
+            await handler.close_async()
+
+        app.on_startup.append(connect)
+        app.on_cleanup.append(disconnect)
+    log.info("Slack enabled: %s%s", "Events API at POST /slack/events" if settings.slack_signing_secret else "",
+             " + Socket Mode" if settings.slack_app_token else "")
+
+    async def close(app: web.Application) -> None:
+        bot.close()
+
+    app.on_cleanup.append(close)
+    return bot
