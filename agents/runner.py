@@ -35,7 +35,7 @@ from agents.sandbox.base import Sandbox, SandboxProvider, SandboxUnavailable
 from agents.sandbox.outputs import collect_outputs
 from agents.security import Redactor, cap
 from agents.settings import Settings
-from agents.telemetry import tracer
+from agents.telemetry import current_trace_id, trace_link, tracer
 from agents.workspace import AttachmentRejected, fetch_attachments
 
 log = logging.getLogger("agentdesk.runner")
@@ -120,9 +120,14 @@ class TaskRunner:
         outcome = "error"
         slot = _Slot(request.user)
         try:
-            problem = self._check_input(request) or self._admit(request.user, slot)
+            problem = self._check_input(request)
             if problem:
-                outcome = "refused" if slot.admitted else "limited"
+                outcome = "bad_input"
+                await self._safe(replier.error(problem))
+                return
+            problem = self._admit(request.user, slot)
+            if problem:
+                outcome = "limited"
                 await self._safe(replier.error(problem))
                 return
             try:
@@ -165,7 +170,7 @@ class TaskRunner:
             audit.info(json.dumps({
                 "event": "request", "platform": request.platform, "user": request.caller.hashed_user,
                 "department": department, "outcome": outcome,
-                "trace_id": _trace_id(), "chars": len(request.text), "files": len(request.attachments),
+                "trace_id": current_trace_id(), "chars": len(request.text), "files": len(request.attachments),
             }))
 
     def _check_input(self, request: ChatRequest) -> str | None:
@@ -299,6 +304,7 @@ class TaskRunner:
         worker = asyncio.ensure_future(asyncio.to_thread(run))
         totals = {"in": 0, "out": 0, "steps": 0}
         final_output: Any = None
+        finished = False
         failure: BaseException | None = None
         seen_steps: set[int] = set()
         deadline = started + self.settings.task_timeout_s
@@ -326,6 +332,7 @@ class TaskRunner:
                     final_output = item.output
                 elif isinstance(item, ActionOutput) and item.is_final_answer:
                     final_output = item.output
+                    finished = True
         except asyncio.TimeoutError:
             agent.interrupt()
             await asyncio.to_thread(sandbox.cleanup)
@@ -349,14 +356,17 @@ class TaskRunner:
             collect_outputs, sandbox.host_output_dir, self.settings.data_dir / "outputs" / task_id,
             self.settings.max_files, int(self.settings.max_file_mb * 1024 * 1024),
         )
+        notices = list(notices)
         if sandbox.warning:
-            notices = [sandbox.warning, *notices]
-        trace_id = _trace_id()
+            notices.insert(0, sandbox.warning)
+        if not finished:
+            notices.append(f"I reached my limit of {dept.max_steps} steps before finishing, so this answer may be "
+                           "incomplete. Ask a narrower question to get a complete one.")
+        trace_id = current_trace_id()
         text = cap(self.redact(_answer_text(final_output)), ANSWER_LIMIT) or "(The agent returned an empty answer.)"
         return FinalAnswer(
             department=dept.name, text=text, files=tuple(files), notices=tuple(notices), trace_id=trace_id,
-            trace_url=self.settings.trace_url_template.format(trace_id=trace_id)
-            if self.settings.trace_url_template and trace_id else None,
+            trace_url=trace_link(trace_id, self.settings),
             steps=totals["steps"], duration_s=time.monotonic() - started,
             input_tokens=totals["in"], output_tokens=totals["out"],
         )
@@ -474,8 +484,3 @@ def _describe_failure(exc: BaseException) -> str:
         return "The agent couldn't finish this request. Please rephrase it or try again."
     log.error("agent run crashed: %r", exc)
     return f"Something went wrong while working on this ({type(exc).__name__}). Please try again."
-
-
-def _trace_id() -> str | None:
-    ctx = trace.get_current_span().get_span_context()
-    return format(ctx.trace_id, "032x") if ctx and ctx.is_valid else None

@@ -216,7 +216,7 @@ ENVIRONMENT = {
     "SEARCH_API_URL": "endpoint of the optional web_search tool (off by default: it needs egress)",
     "SEARCH_API_KEY": "key for that search endpoint",
     "AGENTDESK_TRACE_CONTENT": "full, redacted (default) or off: what content goes into spans",
-    "AGENTDESK_TRACE_URL_TEMPLATE": "link to a trace, e.g. http://localhost:6006/projects/default/traces/{trace_id}",
+    "AGENTDESK_TRACE_URL_TEMPLATE": "link to a trace, e.g. http://localhost:6006/redirects/traces/{trace_id}",
     "OTEL_EXPORTER_OTLP_ENDPOINT": "OTLP endpoint; unset = no export",
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "OTLP traces endpoint (overrides the above)",
     "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf (default) or grpc",

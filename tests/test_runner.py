@@ -177,7 +177,7 @@ async def test_max_steps_reports_each_step_once(tmp_path, model_server, company_
     finally:
         await runner.close()
     assert [s.step_number for s in replier.steps] == [1, 2, 3]
-    assert replier.finals, replier.errors
+    assert any("limit of 3 steps" in n for n in replier.answer.notices)
 
 
 async def test_no_model_configured(tmp_path, company_file):

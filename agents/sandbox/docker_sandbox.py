@@ -36,6 +36,7 @@ from smolagents.utils import AgentExecutionError
 from agents.chat import Caller
 from agents.sandbox.base import Sandbox, SandboxProvider, SandboxUnavailable
 from agents.settings import Settings
+from agents.telemetry import execution_span, set_output, tool_span
 from agents.tools import bind_caller
 
 log = logging.getLogger("agentdesk.sandbox")
@@ -255,7 +256,9 @@ class DockerSandbox(Sandbox):
             assert self._container is not None
             self.state["_print_outputs"] = ""
             try:
-                reply = self._run(self._container, code_action)
+                with execution_span(code_action) as span:
+                    reply = self._run(self._container, code_action)
+                    set_output(span, reply.get("logs", ""))
             except _Timeout:
                 self._replace()
                 raise SandboxExecutionError(
@@ -300,8 +303,9 @@ class DockerSandbox(Sandbox):
         if not isinstance(kwargs, dict):
             return {"type": "tool_result", "ok": False, "error": "tool arguments must be keyword arguments"}
         try:
-            with bind_caller(self._caller):
+            with tool_span(name, kwargs) as span, bind_caller(self._caller):
                 value = tool(**kwargs)
+                set_output(span, value)
         except Exception as exc:  # noqa: BLE001 - the model sees tool failures as exceptions in its code
             log.info("tool %s failed: %s", name, type(exc).__name__)
             return {"type": "tool_result", "ok": False, "error": _cap(f"{type(exc).__name__}: {exc}", TOOL_ERROR_CHARS)}

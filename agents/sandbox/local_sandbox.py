@@ -15,6 +15,7 @@ from smolagents.local_python_executor import CodeOutput, LocalPythonExecutor
 from agents.chat import Caller
 from agents.sandbox.base import Sandbox, SandboxProvider
 from agents.settings import Settings
+from agents.telemetry import execution_span, set_output, tool_span
 from agents.tools import bind_caller
 
 WARNING = "⚠️ SANDBOX=local: code ran on the bot's host without isolation — development only"
@@ -28,8 +29,10 @@ class _CallerBound:
         self._caller = caller
 
     def __call__(self, *args, **kwargs):
-        with bind_caller(self._caller):
-            return self._tool(*args, **kwargs)
+        with tool_span(getattr(self._tool, "name", "tool"), kwargs) as span, bind_caller(self._caller):
+            value = self._tool(*args, **kwargs)
+            set_output(span, value)
+            return value
 
     def __getattr__(self, name: str):
         return getattr(self._tool, name)
@@ -68,7 +71,10 @@ class LocalSandbox(Sandbox):
         self._executor.send_variables(variables)
 
     def __call__(self, code_action: str) -> CodeOutput:
-        return self._executor(code_action)
+        with execution_span(code_action) as span:
+            result = self._executor(code_action)
+            set_output(span, result.logs)
+            return result
 
     def cleanup(self) -> None:
         shutil.rmtree(self._folder, ignore_errors=True)

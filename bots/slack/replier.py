@@ -18,6 +18,7 @@ from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.models.messages.chunk import TaskUpdateChunk
 from slack_sdk.web.async_client import AsyncWebClient
 
+from agents.telemetry import reply_span
 from agents.chat import FinalAnswer, StepUpdate, ThreadReplier
 from bots.slack.mrkdwn import MESSAGE_LIMIT, escape, neutralize, split_text, to_mrkdwn
 
@@ -114,6 +115,11 @@ def _error_name(exc: BaseException) -> str:
 
 async def call_with_retry(call: Callable[..., Awaitable[Any]], deadline_s: float, **kwargs: Any) -> Any:
     """Run a Web API call, retrying transient failures (429 with Retry-After, 5xx, network) until deadline."""
+    with reply_span("slack", getattr(call, "__name__", "call")):
+        return await _call_with_retry(call, deadline_s, **kwargs)
+
+
+async def _call_with_retry(call: Callable[..., Awaitable[Any]], deadline_s: float, **kwargs: Any) -> Any:
     start = time.monotonic()
     attempt = 0
     while True:

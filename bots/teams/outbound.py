@@ -19,6 +19,8 @@ from botbuilder.core import TurnContext
 from botbuilder.schema import Activity, ConversationReference
 from msrest.exceptions import ClientRequestError, HttpOperationError
 
+from agents.telemetry import reply_span
+
 log = logging.getLogger("agentdesk.teams")
 
 RETRY_STATUSES = frozenset({412, 429, 502, 503, 504})
@@ -128,6 +130,10 @@ class ConversationSender:
         await self._call("delete", logic)
 
     async def _call(self, what: str, logic: Callable[[TurnContext], Awaitable[None]]) -> None:
+        with reply_span("teams", what):
+            await self._call_with_retry(what, logic)
+
+    async def _call_with_retry(self, what: str, logic: Callable[[TurnContext], Awaitable[None]]) -> None:
         attempt = 0
         while True:
             await self._limiter.acquire()
