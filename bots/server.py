@@ -8,6 +8,7 @@ from aiohttp import web
 
 from agents.runner import TaskRunner
 from agents.settings import Settings
+from bots.recovery import INTERRUPTION_NOTIFIERS, notify_interrupted
 from bots.tasks import BackgroundTasks
 
 log = logging.getLogger("agentdesk.server")
@@ -15,31 +16,6 @@ log = logging.getLogger("agentdesk.server")
 RUNNER = web.AppKey("runner", TaskRunner)
 TASKS = web.AppKey("tasks", BackgroundTasks)
 SETTINGS = web.AppKey("settings", Settings)
-#: platform -> coroutine function(TaskRecord) that posts "your request was interrupted" into its thread.
-INTERRUPTION_NOTIFIERS = web.AppKey("interruption_notifiers", dict)
-
-INTERRUPTED_MESSAGE = (
-    "⚠️ I was restarted while working on your request (“{excerpt}”), so it wasn't finished. "
-    "Please send it again."
-)
-
-
-def interrupted_message(record) -> str:
-    text = " ".join(str(record.request.get("text", "")).split())
-    return INTERRUPTED_MESSAGE.format(excerpt=text[:80] + ("…" if len(text) > 80 else ""))
-
-
-async def _notify_interrupted(app: web.Application) -> None:
-    """Tell every person whose request a crash or restart cut off, once, in their thread."""
-    runner = app[RUNNER]
-    for platform, notify in app[INTERRUPTION_NOTIFIERS].items():
-        for record in runner.take_interrupted(platform):
-            try:
-                await notify(record)
-            except Exception as exc:
-                log.error("could not tell a %s user about an interrupted request: %s", platform, exc)
-
-
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
@@ -71,7 +47,7 @@ def create_app(settings: Settings, runner: TaskRunner | None = None, *, start_ru
     async def on_startup(app: web.Application) -> None:
         if start_runner:
             await runner.start()
-        tasks.spawn(_notify_interrupted(app), name="notify-interrupted")
+        tasks.spawn(notify_interrupted(app[INTERRUPTION_NOTIFIERS], runner), name="notify-interrupted")
 
     async def on_cleanup(app: web.Application) -> None:
         await tasks.drain(timeout=30)

@@ -26,6 +26,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from agents.chat import ChatRequest
 from agents.settings import Settings
 from agents.telemetry import request_span
+from bots.recovery import INTERRUPTION_NOTIFIERS, interrupted_message
 from bots.slack.dedupe import DedupeStore
 from bots.slack.files import attachments_from_event
 from bots.slack.replier import ChannelPacer, SlackReplier, _error_name, call_with_retry
@@ -253,6 +254,13 @@ def mount(app: web.Application, settings: Settings, runner: "TaskRunner", tasks:
         app.on_cleanup.append(disconnect)
     log.info("Slack enabled: %s%s", "Events API at POST /slack/events" if settings.slack_signing_secret else "",
              " + Socket Mode" if settings.slack_app_token else "")
+
+    async def notify_interrupted(record) -> None:
+        request = record.request
+        await call_with_retry(bot.app.client.chat_postMessage, 120, channel=request["channel"],
+                              thread_ts=request["thread"], text=interrupted_message(record))
+
+    app[INTERRUPTION_NOTIFIERS]["slack"] = notify_interrupted
 
     async def close(app: web.Application) -> None:
         bot.close()

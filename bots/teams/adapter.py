@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import json
 import logging
 import os
 import re
@@ -35,6 +36,7 @@ from botframework.connector.auth import AuthenticationConstants, ServiceClientCr
 from agents.chat import ChatRequest
 from agents.settings import Settings, SettingsError
 from agents.telemetry import request_span
+from bots.recovery import INTERRUPTION_NOTIFIERS, interrupted_message
 from bots.tasks import BackgroundTasks
 from bots.teams.files import PendingUploads, UploadFailed, file_info_card, inbound_attachments, upload
 from bots.teams.outbound import ConversationSender, RateLimiters, SendFailed
@@ -297,6 +299,8 @@ class TeamsBot:
             channel_name=channel.get("name") if conversation_type == "channel" else None,
             is_direct=personal,
             team=team,
+            reply_address={"conversation_reference": json.dumps(
+                TurnContext.get_conversation_reference(activity).serialize())},
         )
         return _Turn(request, conversation_type, owner)
 
@@ -402,4 +406,13 @@ def mount(app: web.Application, settings: Settings, runner: Any, tasks: Backgrou
     """Serve Teams at POST /api/messages on the shared app."""
     bot = TeamsBot(settings, runner, tasks)
     app.router.add_post("/api/messages", bot.handle)
+
+    async def notify_interrupted(record) -> None:
+        stored = record.request.get("reply_address", {}).get("conversation_reference")
+        if not stored:
+            return
+        reference = ConversationReference().deserialize(json.loads(stored))
+        await bot._sender(reference).send(message_activity(interrupted_message(record)))
+
+    app[INTERRUPTION_NOTIFIERS]["teams"] = notify_interrupted
     return bot
