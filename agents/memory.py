@@ -118,12 +118,18 @@ class StateStore:
         return row[0] if row else None
 
     def claim_thread(self, thread_key: str, department: str) -> None:
-        """Record the department a thread started with (kept for every follow-up)."""
+        """Record the department answering in a thread (routing keeps it for every follow-up)."""
         with self._lock:
             self._db.execute(
-                "INSERT OR IGNORE INTO threads(thread_key, department, steps, updated_at) VALUES (?,?,?,?)",
+                "INSERT INTO threads(thread_key, department, steps, updated_at) VALUES (?,?,?,?) "
+                "ON CONFLICT(thread_key) DO UPDATE SET department=excluded.department, updated_at=excluded.updated_at",
                 (thread_key, department, "[]", time.time()),
             )
+
+    @staticmethod
+    def memory_key(thread_key: str, department: str) -> str:
+        """Memory is kept per thread and department, so switching department in a DM starts clean."""
+        return f"{thread_key}#{department}"
 
     def load_steps(self, thread_key: str) -> list[TaskStep | ActionStep]:
         with self._lock:

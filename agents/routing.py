@@ -43,6 +43,9 @@ class Router:
         prefixed, rest = self._prefix(text)
         existing = self.store.thread_department(request.thread_key)
         if existing and existing in self.company.departments:
+            if prefixed and prefixed.name != existing and request.is_direct:
+                # A DM / Teams personal chat is one endless thread: a prefix switches department there.
+                return Route(prefixed, rest, "prefix")
             if prefixed and prefixed.name != existing:
                 raise RoutingError(
                     f"This thread is with the {existing.upper()} agent. To ask {prefixed.name.upper()}, start a "

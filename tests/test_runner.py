@@ -193,3 +193,21 @@ async def test_no_model_configured(tmp_path, company_file):
     finally:
         await runner.close()
     assert "no AI model is configured" in replier.errors[0]
+
+
+async def test_a_prefix_switches_department_in_a_direct_chat(tmp_path, model_server, company_file):
+    model_server.model.script("hr question one", code_reply("hr_note = 7\nfinal_answer('hr done')"))
+    model_server.model.script("sales question two", code_reply("final_answer('sales done')"))
+    model_server.model.script("plain follow-up three", code_reply("final_answer('still sales')"))
+    runner = make_runner(tmp_path, model_server, company_file)
+    await runner.start()
+    try:
+        dm = dict(thread="personal-chat", is_direct=True, platform="teams")
+        first = await ask(runner, "hr: hr question one", **dm)
+        second = await ask(runner, "sales: sales question two", **dm)
+        third = await ask(runner, "plain follow-up three", **dm)
+    finally:
+        await runner.close()
+    assert (first.answer.department, second.answer.department, third.answer.department) == ("hr", "sales", "sales")
+    sales_context = "\n".join(str(m.get("content")) for m in model_server.model.requests[-1]["messages"])
+    assert "sales question two" in sales_context and "hr_note" not in sales_context

@@ -1,0 +1,42 @@
+# The agentdesk bot service: `docker build -t agentdesk .` then `docker run ... agentdesk` (= `agentdesk serve`).
+# The sandbox image the bot starts for agents' code is separate: agents/sandbox/Dockerfile, built on the
+# Docker engine the bot uses with `agentdesk sandbox build`. How the bot reaches that engine, and what each
+# way costs in security, is in docs/deploy.md. No secret is baked in: configuration comes from the
+# environment at run time (`--env-file .env`).
+ARG PYTHON_IMAGE=python:3.11-slim
+
+# -- builder: wheels for agentdesk and every dependency, installed into a venv the runtime copies whole --
+FROM ${PYTHON_IMAGE} AS builder
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY agents ./agents
+COPY bots ./bots
+RUN pip wheel --wheel-dir /wheels . \
+ && python -m venv /opt/agentdesk \
+ && /opt/agentdesk/bin/pip install --no-index --find-links=/wheels agentdesk
+
+# -- runtime --------------------------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE} AS runtime
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    HOST=0.0.0.0 \
+    PORT=3978 \
+    AGENTDESK_DATA_DIR=/var/lib/agentdesk \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    PATH=/opt/agentdesk/bin:$PATH
+RUN groupadd --system --gid 10001 agentdesk \
+ && useradd --system --uid 10001 --gid agentdesk --create-home --home-dir /home/agentdesk \
+      --shell /usr/sbin/nologin agentdesk \
+ && mkdir -p /var/lib/agentdesk \
+ && chown agentdesk:agentdesk /var/lib/agentdesk
+COPY --from=builder /opt/agentdesk /opt/agentdesk
+WORKDIR /home/agentdesk
+USER agentdesk:agentdesk
+EXPOSE 3978
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+  CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '3978'), timeout=3)"]
+ENTRYPOINT ["agentdesk"]
+CMD ["serve"]
