@@ -12,6 +12,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY agents ./agents
 COPY bots ./bots
+COPY manifests ./manifests
 RUN pip wheel --wheel-dir /wheels . \
  && python -m venv /opt/agentdesk \
  && /opt/agentdesk/bin/pip install --no-index --find-links=/wheels agentdesk

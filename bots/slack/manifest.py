@@ -6,7 +6,9 @@ from typing import Any
 
 import yaml
 
-TEMPLATE = Path(__file__).resolve().parents[2] / "manifests" / "slack" / "manifest.yaml"
+from bots.manifest_sources import manifests_dir
+
+TEMPLATE = manifests_dir() / "slack" / "manifest.yaml"
 EVENTS_PATH = "/slack/events"
 
 

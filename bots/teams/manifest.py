@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 from urllib.parse import urlsplit
 
+from bots.manifest_sources import manifests_dir
+
 log = logging.getLogger("agentdesk.teams")
 
-SOURCE = Path(__file__).resolve().parents[2] / "manifests" / "teams"
+SOURCE = manifests_dir() / "teams"
 PACKAGE_FILES = ("manifest.json", "color.png", "outline.png")
 MAX_COMMANDS = 12  # per command list, manifest v1.24 and later
 
