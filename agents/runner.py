@@ -359,12 +359,13 @@ class TaskRunner:
             metrics.TOKENS.labels(dept.name, "output").inc(totals["out"])
         if failure is not None:
             raise TaskFailed("agent_error", _describe_failure(failure))
+        output_notices = await asyncio.to_thread(sandbox.finish_outputs)
         files, notices = await asyncio.to_thread(
             collect_outputs, sandbox.host_output_dir, self.settings.data_dir / "outputs" / task_id,
             self.settings.max_files, int(self.settings.max_file_mb * 1024 * 1024),
         )
         files = _redacted_names(files, self.redact)
-        notices = list(notices)
+        notices = [*output_notices, *notices]
         if sandbox.warning:
             notices.insert(0, sandbox.warning)
         if not finished:

@@ -133,8 +133,7 @@ ATTACKS: list[Attack] = [
         attempt("mount_syscall", mount_proc)
         attempt("tmp_noexec", lambda: [l.split()[5] for l in lines if l.split()[4] == "/tmp"][0])
         """,
-        bind_mounts=r"OK \['/etc/hostname', '/etc/hosts', '/etc/resolv.conf', '/usr/sbin/docker-init', '/workspace/in', "
-                    r"'/workspace/out'\]",
+        bind_mounts=r"OK \['/etc/hostname', '/etc/hosts', '/etc/resolv.conf', '/usr/sbin/docker-init', '/workspace/in'\]",
         docker_anything=r"OK \[\]", mount_syscall=r"PermissionError 1", tmp_noexec=r"OK .*noexec.*",
     ),
     _probe(
@@ -153,7 +152,7 @@ ATTACKS: list[Attack] = [
             os.chmod("/tmp/py", 0o755)
             return subprocess.run(["/tmp/py", "-c", "print(1)"], capture_output=True).stdout
         attempt("exec_copied_interpreter", copy_python)
-        # The image has setuid-root binaries (su, mount, passwd...); no-new-privileges makes them worthless.
+        # The image strips setuid bits; no-new-privileges would make them worthless anyway.
         attempt("suid_su", lambda: subprocess.run(["/usr/bin/su", "-c", "id", "root"], capture_output=True,
                                                   stdin=subprocess.DEVNULL, text=True, timeout=3).returncode)
         """,
@@ -375,7 +374,7 @@ ATTACKS: list[Attack] = [
     ),
     _probe(
         "res-disk-output-dir", "resources",
-        # OUTPUT_DIR is a bind mount of a host folder: the per-file fsize limit holds, the total must too.
+        # OUTPUT_DIR is a size-limited tmpfs volume copied out by the host: the total is bounded, not only each file.
         """
         def fill_outputs():
             total = 0

@@ -44,3 +44,15 @@ def labelled_containers(provider_id: str) -> list[dict]:
         return client.api.containers(all=True, filters={"label": f"agentdesk.sandbox.provider={provider_id}"})
     finally:
         client.close()
+
+
+def labelled_volumes(provider_id: str) -> list[dict]:
+    """Volumes (the sandboxes' OUTPUT_DIR tmpfs volumes) created by the provider with this instance id."""
+    import docker
+
+    client = docker.from_env()
+    try:
+        found = client.api.volumes(filters={"label": f"agentdesk.sandbox.provider={provider_id}"})
+        return found.get("Volumes") or []
+    finally:
+        client.close()

@@ -24,12 +24,12 @@ from smolagents.default_tools import FinalAnswerTool
 from agents.chat import Caller
 from agents.sandbox import make_provider
 from agents.sandbox.base import SandboxUnavailable
-from agents.sandbox.docker_sandbox import DockerSandboxProvider, SandboxExecutionError
+from agents.sandbox.docker_sandbox import DockerSandboxProvider, SandboxExecutionError, output_limit_bytes
 from agents.sandbox.local_sandbox import LocalSandboxProvider
-from agents.sandbox.outputs import collect_outputs
+from agents.sandbox.outputs import collect_outputs, extract_output_archive, pack_output_folder
 from agents.security import sanitize_filename
 from agents.tools import current_caller
-from tests.sandbox_support import labelled_containers, require_docker_sandbox, sandbox_settings
+from tests.sandbox_support import labelled_containers, labelled_volumes, require_docker_sandbox, sandbox_settings
 
 CANARY = "agentdesk-canary-7d1f0c9e"
 CALLER = Caller("slack", "T-TEST", "U-ALICE", "Alice")
@@ -114,6 +114,21 @@ def test_container_is_hardened_as_configured(sandbox, provider):
     mounts = {m["Destination"]: m for m in info["Mounts"]}
     assert set(mounts) == {"/workspace/in", "/workspace/out"}
     assert mounts["/workspace/in"]["RW"] is False and mounts["/workspace/out"]["RW"] is True
+    assert mounts["/workspace/in"]["Type"] == "bind"
+    # OUTPUT_DIR: an anonymous tmpfs volume with a size cap, never a host folder
+    out = mounts["/workspace/out"]
+    assert out["Type"] == "volume" and out["Driver"] == "local"
+    client = docker.from_env()
+    try:
+        volume = client.api.inspect_volume(out["Name"])
+    finally:
+        client.close()
+    assert volume["Options"]["type"] == "tmpfs"
+    opts = volume["Options"]["o"].split(",")
+    assert {"noexec", "nosuid", "nodev", "mode=0700", "uid=65534", "gid=65534"} <= set(opts)
+    assert f"size={output_limit_bytes(provider.settings)}" in opts
+    assert output_limit_bytes(provider.settings) == 200 << 20  # 10 files x 20 MB with the default settings
+    assert volume["Labels"]["agentdesk.sandbox.provider"] == provider.instance_id
     assert not any("docker.sock" in (m.get("Source") or "") for m in info["Mounts"])
     assert cfg["Labels"]["agentdesk.sandbox"] == "1"
     assert cfg["Labels"]["agentdesk.sandbox.provider"] == provider.instance_id
@@ -261,8 +276,10 @@ children
 
 @pytest.mark.docker
 def test_memory_bomb_killed_with_clear_message_then_next_step_works(sandbox, provider):
-    box = sandbox()
-    box("kept = 'this variable is lost'")
+    box = sandbox(imports=["os"])
+    box("kept = 'this variable is lost'\nimport os\n"
+        "fd = os.open(OUTPUT_DIR + '/saved.txt', os.O_WRONLY | os.O_CREAT, 0o600)\nos.write(fd, b'written in step 1')\n"
+        "os.close(fd)")
     before = box.container_id
     started = time.monotonic()
     with pytest.raises(SandboxExecutionError) as err:
@@ -274,16 +291,23 @@ def test_memory_bomb_killed_with_clear_message_then_next_step_works(sandbox, pro
     assert box("2 * 21").output == 42
     with pytest.raises(SandboxExecutionError, match="not defined"):
         box("kept")
+    # the file written by the step before the crash was copied out after that step and restored
+    assert box("import os\nfd = os.open(OUTPUT_DIR + '/saved.txt', os.O_RDONLY)\nos.read(fd, 100).decode()").output \
+        == "written in step 1"
+    assert box.finish_outputs() == []
+    assert (box.host_output_dir / "saved.txt").read_text() == "written in step 1"
 
 
 @pytest.mark.docker
 def test_infinite_loop_killed_at_step_timeout_then_state_reset(sandbox):
-    box = sandbox(imports=["time"], timeout=2.0)
-    box("x = 5")
-    (box.host_output_dir).joinpath("before.txt").write_text("kept")
+    box = sandbox(imports=["time", "os"], timeout=2.0)
+    box("x = 5\nimport os\nfd = os.open(OUTPUT_DIR + '/before.txt', os.O_WRONLY | os.O_CREAT, 0o600)\n"
+        "os.write(fd, b'kept')\nos.close(fd)")
     started = time.monotonic()
     with pytest.raises(SandboxExecutionError) as err:
-        box("import time\nwhile True:\n    time.sleep(0.5)")
+        # a file written during the step that times out is kept too (copied out before the restart)
+        box("import time, os\nfd = os.open(OUTPUT_DIR + '/during.txt', os.O_WRONLY | os.O_CREAT, 0o600)\n"
+            "os.write(fd, b'also kept')\nos.close(fd)\nwhile True:\n    time.sleep(0.5)")
     elapsed = time.monotonic() - started
     assert 2.0 <= elapsed < 6.0, elapsed
     assert "timed out after 2 s" in str(err.value) and "state" in str(err.value) and "reset" in str(err.value)
@@ -291,7 +315,10 @@ def test_infinite_loop_killed_at_step_timeout_then_state_reset(sandbox):
     with pytest.raises(SandboxExecutionError, match="not defined"):
         box("x")
     assert box("import time\ntime.sleep(0.1)\n'ok'").output == "ok"
+    assert box("import os\nsorted(os.listdir(OUTPUT_DIR))").output == ["before.txt", "during.txt"]
+    assert box.finish_outputs() == []
     assert (box.host_output_dir / "before.txt").read_text() == "kept"
+    assert (box.host_output_dir / "during.txt").read_text() == "also kept"
 
 
 @pytest.mark.docker
@@ -305,15 +332,20 @@ def test_output_files_collected_and_symlinks_not_followed(sandbox, tmp_path):
         "fd = os.open(OUTPUT_DIR + '/sub/notes.txt', os.O_WRONLY | os.O_CREAT, 0o644)\n"
         "os.write(fd, b'hello')\n"
         "os.close(fd)\n"
+        "os.mkfifo(OUTPUT_DIR + '/pipe')\n"
     )
-    assert (box.host_output_dir / "passwd.txt").is_symlink()
-    files, notices = collect_outputs(box.host_output_dir, tmp_path / "collected", max_files=10, max_bytes=10_000_000)
+    notices = box.finish_outputs()
+    assert any("passwd.txt" in n and "symlink" in n for n in notices), notices
+    assert any("pipe" in n and "special file" in n for n in notices), notices
+    assert not os.path.lexists(box.host_output_dir / "passwd.txt")
+    assert not os.path.lexists(box.host_output_dir / "pipe")
+    files, more = collect_outputs(box.host_output_dir, tmp_path / "collected", max_files=10, max_bytes=10_000_000)
+    assert more == []
     by_name = {f.name: f for f in files}
     assert set(by_name) == {"report.csv", "sub_notes.txt"}
     assert by_name["report.csv"].path.read_text() == "a\n1\n2\n"
     assert by_name["report.csv"].mimetype == "text/csv"
     assert by_name["sub_notes.txt"].size == 5
-    assert any("passwd.txt" in n and "symlink" in n for n in notices)
     assert not (tmp_path / "collected" / "passwd.txt").exists()
 
 
@@ -380,6 +412,7 @@ def test_no_container_left_after_cleanup_and_close(tmp_path):
     finally:
         prov.close()
     assert labelled_containers(prov.instance_id) == []
+    assert labelled_volumes(prov.instance_id) == []
     assert not other.host_input_dir.exists()
     assert not any((tmp_path / "sandboxes").iterdir())
 
@@ -478,3 +511,216 @@ def test_second_build_is_a_cache_hit(provider):
     assert any("Using cache" in line for line in lines)
     assert not any("debootstrap bookworm into" in line for line in lines)
     assert elapsed < 20, elapsed
+
+
+# -- OUTPUT_DIR: bounded, copied out as an untrusted tar stream -----------------------------------------------
+
+
+def _tar_of(entries) -> bytes:
+    """A tar (as Docker's archive API would send for /workspace/out) from (TarInfo fields, data) pairs."""
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for fields, data in entries:
+            info = tarfile.TarInfo(fields["name"])
+            for key, value in fields.items():
+                if key != "name":
+                    setattr(info, key, value)
+            if data is not None:
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue()
+
+
+def _chunks(data: bytes, size: int = 777):
+    for i in range(0, len(data), size):
+        yield data[i:i + size]
+
+
+def test_output_archive_keeps_only_regular_files(tmp_path):
+    import tarfile
+
+    (tmp_path / "host-secret").write_text("host secret")
+    archive = _tar_of([
+        ({"name": "out", "type": tarfile.DIRTYPE}, None),
+        ({"name": "out/report.csv"}, b"a,b\n1,2\n"),
+        ({"name": "out/sub", "type": tarfile.DIRTYPE}, None),
+        ({"name": "out/sub/notes.txt"}, b"hello"),
+        ({"name": "out/passwd.csv", "type": tarfile.SYMTYPE, "linkname": "/etc/passwd"}, None),
+        ({"name": "out/up", "type": tarfile.SYMTYPE, "linkname": str(tmp_path)}, None),
+        ({"name": "out/up/host-secret"}, b"overwritten through a link"),
+        ({"name": "out/hard.csv", "type": tarfile.LNKTYPE, "linkname": "out/report.csv"}, None),
+        ({"name": "out/dev", "type": tarfile.CHRTYPE, "devmajor": 1, "devminor": 3}, None),
+        ({"name": "out/fifo", "type": tarfile.FIFOTYPE}, None),
+        ({"name": "out/../escape.txt"}, b"escape"),
+        ({"name": "/abs.txt"}, b"absolute"),
+        ({"name": "elsewhere/x.txt"}, b"outside the folder"),
+        ({"name": "out/report.csv"}, b"second copy with the same name"),
+        ({"name": "out/setuid.bin", "mode": 0o4755}, b"\x7fELF"),
+    ])
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    complete, notices = extract_output_archive(_chunks(archive), dest, root_name="out", max_entries=100,
+                                               max_bytes=1_000_000)
+    assert complete
+    found = sorted(str(p.relative_to(dest)) for p in dest.rglob("*"))
+    # "up" was a symlink (skipped); the file "under" it lands in a real folder of that name inside dest
+    assert found == ["report.csv", "setuid.bin", "sub", "sub/notes.txt", "up", "up/host-secret"]
+    assert not (dest / "up").is_symlink()
+    assert (dest / "report.csv").read_bytes() == b"a,b\n1,2\n"
+    assert (dest / "sub" / "notes.txt").read_bytes() == b"hello"
+    assert (tmp_path / "host-secret").read_text() == "host secret"
+    assert not (tmp_path / "escape.txt").exists()
+    assert oct((dest / "setuid.bin").stat().st_mode & 0o7777) == "0o600"
+    text = "\n".join(notices)
+    for name, kind in [("passwd.csv", "symlink"), ("up", "symlink"), ("hard.csv", "hard link"),
+                       ("dev", "special file"), ("fifo", "special file")]:
+        assert f"skipped {name}: a {kind}" in text, text
+    assert "escape.txt: not a plain file name" in text
+    assert "abs.txt: not inside the output folder" in text and "x.txt: not inside the output folder" in text
+    assert "report.csv: a file of that name was already taken" in text
+
+
+def test_output_archive_caps_count_and_bytes_while_reading(tmp_path):
+    import tarfile
+
+    many = [({"name": "out", "type": tarfile.DIRTYPE}, None)] + [({"name": f"out/f{i:03d}"}, b"x" * 100) for i in range(50)]
+    dest = tmp_path / "count"
+    dest.mkdir()
+    complete, notices = extract_output_archive(_chunks(_tar_of(many)), dest, root_name="out", max_entries=10,
+                                               max_bytes=1_000_000)
+    assert complete and len(list(dest.iterdir())) == 10
+    assert any("at most 10 files" in n for n in notices)
+    dest = tmp_path / "bytes"
+    dest.mkdir()
+    complete, notices = extract_output_archive(_chunks(_tar_of(many)), dest, root_name="out", max_entries=1000,
+                                               max_bytes=1_000)
+    assert complete and sum(p.stat().st_size for p in dest.iterdir()) == 1_000
+    assert any("over the 0.001 MB output limit" in n for n in notices)
+
+    def endless():  # a member claiming 10 GB, then a stream that never ends
+        big = tarfile.TarInfo("out/big")
+        big.size = 10 ** 10
+        yield big.tobuf(tarfile.PAX_FORMAT)
+        while True:
+            yield b"z" * 65536
+
+    dest = tmp_path / "endless"
+    dest.mkdir()
+    complete, notices = extract_output_archive(endless(), dest, root_name="out", max_entries=4, max_bytes=4096)
+    assert not complete and any("could not be read completely" in n for n in notices)
+
+
+def test_pack_output_folder_round_trip_skips_links(tmp_path):
+    import tarfile
+
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.txt").write_text("A")
+    (src / "sub" / "b.txt").write_text("BB")
+    (src / "link").symlink_to("/etc/passwd")
+    os.mkfifo(src / "pipe")
+    archive = tmp_path / "out.tar"
+    with open(archive, "wb") as f:
+        assert pack_output_folder(src, f, uid=65534, max_bytes=1_000) == 2
+    with tarfile.open(archive) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+    assert set(members) == {"a.txt", "sub", "sub/b.txt"}
+    assert all(m.uid == 65534 and not m.mode & 0o7000 for m in members.values())
+
+
+@pytest.fixture
+def small_output_provider(tmp_path):
+    settings = sandbox_settings(tmp_path, sandbox_pool_size=0, max_files=2, max_file_mb=4)  # floor: 16 MB
+    require_docker_sandbox(settings)
+    prov = DockerSandboxProvider(settings)
+    yield prov
+    prov.close()
+
+
+@pytest.mark.docker
+def test_output_dir_is_a_bounded_tmpfs_and_host_copy_is_bounded(small_output_provider):
+    prov = small_output_provider
+    assert output_limit_bytes(prov.settings) == 16 << 20
+    box = prov.acquire(authorized_imports=["os", "subprocess", "shutil"], step_timeout_s=20, caller=CALLER)
+    try:
+        box.send_variables({"OUTPUT_DIR": box.output_dir})
+        out = box("""
+import os, subprocess, shutil
+r = {}
+fd = os.open('/proc/self/mountinfo', os.O_RDONLY)
+info = os.read(fd, 1 << 20).decode()
+os.close(fd)
+line = [l for l in info.splitlines() if ' /workspace/out ' in l][0]
+r['flags'] = line.split()[5]
+st = os.stat(OUTPUT_DIR)
+r['mode'] = st.st_mode & 0o7777
+r['owner'] = st.st_uid
+written = 0
+try:
+    for i in range(8):
+        fd = os.open(OUTPUT_DIR + '/fill-%d.bin' % i, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            for _ in range(4):
+                os.write(fd, b'y' * (1 << 20))
+                written += 1
+        finally:
+            os.close(fd)
+except OSError as e:
+    r['errno'] = e.errno
+r['written'] = written
+try:
+    os.unlink(OUTPUT_DIR + '/fill-0.bin')
+    shutil.copy('/bin/true', OUTPUT_DIR + '/t')
+    os.chmod(OUTPUT_DIR + '/t', 0o755)
+    r['exec'] = subprocess.run([OUTPUT_DIR + '/t']).returncode
+except OSError as e:
+    r['exec'] = e.errno
+r
+""").output
+        assert set(out["flags"].split(",")) >= {"nosuid", "nodev", "noexec"}
+        assert out["mode"] == 0o700 and out["owner"] == 65534
+        assert out["errno"] == 28 and out["written"] <= 16, out
+        assert out["exec"] == 13
+        assert box.finish_outputs() == []
+        on_host = sum(p.stat().st_size for p in box.host_output_dir.rglob("*") if p.is_file())
+        assert 0 < on_host <= 16 << 20
+    finally:
+        box.cleanup()
+
+
+@pytest.mark.docker
+def test_pool_fills_once_the_engine_comes_back(tmp_path, monkeypatch):
+    settings = sandbox_settings(tmp_path, sandbox_pool_size=1)
+    require_docker_sandbox(settings)
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    prov = DockerSandboxProvider(settings)
+    try:
+        started = time.monotonic()
+        prov.start()
+        assert time.monotonic() - started < 10
+        assert prov.warm == 0 and prov._thread is not None and prov._thread.is_alive()
+        monkeypatch.undo()  # the engine "comes back"
+        deadline = time.monotonic() + 60
+        while prov.warm < 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert prov.warm == 1
+        assert prov.check()[0]
+    finally:
+        prov.close()
+    assert labelled_containers(prov.instance_id) == []
+
+
+@pytest.mark.docker
+def test_image_has_no_setuid_or_setgid_files(provider):
+    """The Dockerfile strips setuid/setgid bits; checked as root over the whole image filesystem."""
+    client = docker.from_env()
+    try:
+        found = client.containers.run(provider.settings.sandbox_image,
+                                      ["find", "/", "-xdev", "-perm", "/6000", "-type", "f"],
+                                      user="0", network_mode="none", remove=True, stderr=True)
+    finally:
+        client.close()
+    assert found.decode().split() == []

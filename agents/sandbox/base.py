@@ -23,11 +23,18 @@ class Sandbox(PythonExecutor, ABC):
     #: Paths as the agent's code sees them.
     input_dir: str
     output_dir: str
-    #: The same folders on the host: the runner writes inputs here and collects outputs from here.
+    #: The same folders on the host: the runner writes inputs here and collects outputs from here
+    #: (after finish_outputs(); until then host_output_dir may lag behind what the code wrote).
     host_input_dir: Path
     host_output_dir: Path
     #: Shown in every reply when the sandbox is not a real isolation boundary (SANDBOX=local).
     warning: str | None = None
+
+    def finish_outputs(self) -> list[str]:
+        """Bring the files the code left in `output_dir` into `host_output_dir` (blocking; call once the
+        agent has stopped and before collect_outputs). Returns user-facing notices about entries that were
+        not brought over (links, special files, over the limits). Default: nothing to do."""
+        return []
 
     @abstractmethod
     def cleanup(self) -> None:

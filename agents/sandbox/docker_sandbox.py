@@ -8,6 +8,19 @@ with the caller bound; only JSON crosses the boundary.
 
 Timeouts and crashes are handled from the host: the container is killed and replaced by a fresh one
 mounting the same task folders, and the model is told that Python state was reset.
+
+OUTPUT_DIR is not a host folder: it is an anonymous Docker volume backed by a size-limited tmpfs
+(AGENTDESK_MAX_FILES x AGENTDESK_MAX_FILE_MB, at most half the sandbox memory; noexec,nosuid,nodev; owned by
+the sandbox user, mode 0700) that lives and dies with its container, so the agent's code cannot fill the
+bot host's disk. Its files are copied to `host_output_dir` through Docker's archive API as an untrusted tar
+stream (only regular files and folders, names checked, count and bytes capped: outputs.py):
+  - after a step that changed the folder (the runner reports a fingerprint; the final step is left to
+    finish_outputs), so files survive an out-of-memory kill or crash of a later step;
+  - before a container is replaced after a timeout or a protocol breach (frozen with `docker pause` first);
+  - by finish_outputs(), which the task runner calls before collecting outputs.
+A replacement container is re-seeded from `host_output_dir` with put_archive before it is handed back.
+(Docker 20.10's archive API cannot see a HostConfig.Tmpfs mount, and refuses put_archive on a read-only
+root outside a volume: hence a tmpfs *volume*. Its pages count against the container's memory limit.)
 """
 from __future__ import annotations
 
@@ -19,6 +32,8 @@ import os
 import shutil
 import socket
 import struct
+import tarfile
+import tempfile
 import threading
 import time
 import uuid
@@ -28,13 +43,14 @@ from typing import Any
 import docker
 import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
-from docker.types import LogConfig, Mount, Ulimit
+from docker.types import DriverConfig, LogConfig, Mount, Ulimit
 from smolagents.local_python_executor import CodeOutput
 from smolagents.monitoring import AgentLogger, LogLevel
 from smolagents.utils import AgentExecutionError
 
 from agents.chat import Caller
 from agents.sandbox.base import Sandbox, SandboxProvider, SandboxUnavailable
+from agents.sandbox.outputs import extract_output_archive, pack_output_folder
 from agents.settings import Settings
 from agents.telemetry import execution_span, set_output, tool_span
 from agents.tools import bind_caller
@@ -51,6 +67,9 @@ READY_TIMEOUT_S = 60.0
 CONTROL_TIMEOUT_S = 30.0
 ORPHAN_AGE_S = 600.0  # an exited sandbox of a live process older than this is swept
 TOOL_ERROR_CHARS = 2_000
+OUTPUT_ENTRIES = 1_024  # files and folders in OUTPUT_DIR (the tmpfs inode limit and the copy-out cap)
+MIN_OUTPUT_MB = 16
+ARCHIVE_CHUNK = 1 << 20
 _QUIET = AgentLogger(level=LogLevel.OFF)
 _ERRORS = (DockerException, requests.RequestException, OSError)
 
@@ -83,6 +102,13 @@ def _cap(text: str, limit: int = MAX_MODEL_OUTPUT) -> str:
 
 def _docker_host() -> str:
     return os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+
+
+def output_limit_bytes(settings: Settings) -> int:
+    """Size of the OUTPUT_DIR tmpfs: what one answer may carry (files x size per file), bounded by half the
+    sandbox memory (tmpfs pages count against it: a full folder must fail with ENOSPC, not an OOM kill)."""
+    wanted = int(settings.max_files * settings.max_file_mb)
+    return max(MIN_OUTPUT_MB, min(wanted, settings.sandbox_memory_mb // 2)) << 20
 
 
 def _pid_alive(pid: int) -> bool:
@@ -169,7 +195,7 @@ class _Container:
         except OSError:
             pass
         try:
-            self.client.api.remove_container(self.cid, force=True)
+            self.client.api.remove_container(self.cid, force=True, v=True)  # v: its OUTPUT_DIR volume too
         except NotFound:
             pass
         except _ERRORS as exc:
@@ -199,6 +225,9 @@ class DockerSandbox(Sandbox):
         self._variables: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._closed = False
+        #: Fingerprint of OUTPUT_DIR at the last copy to host_output_dir ("" = empty, None = unknown).
+        self._saved_state: str | None = ""
+        self._output_notices: list[str] = []
         #: Mirrors LocalPythonExecutor.state["_print_outputs"], which CodeAgent reads when a step fails.
         self.state: dict[str, Any] = {"_print_outputs": ""}
 
@@ -260,7 +289,7 @@ class DockerSandbox(Sandbox):
                     reply = self._run(self._container, code_action)
                     set_output(span, reply.get("logs", ""))
             except _Timeout:
-                self._replace()
+                self._replace(save_outputs=True)
                 raise SandboxExecutionError(
                     f"The step timed out after {self.step_timeout_s:g} s and was stopped. The sandbox was restarted: "
                     "Python state (variables, imports, functions) was reset; files in OUTPUT_DIR are kept. "
@@ -268,14 +297,18 @@ class DockerSandbox(Sandbox):
                 ) from None
             except _Gone:
                 message = self._death_message(self._container)
-                self._replace()
+                self._replace(save_outputs=False)
                 raise SandboxExecutionError(message) from None
             except _Runaway as exc:
-                self._replace()
+                self._replace(save_outputs=True)
                 raise SandboxExecutionError(
                     f"The step was stopped because {exc}. The sandbox was restarted and Python state was reset; "
                     "print less or write large results to a file in OUTPUT_DIR."
                 ) from None
+            state = reply.get("out")
+            changed = isinstance(state, str) and state != self._saved_state and not reply.get("is_final_answer")
+            if changed and self._copy_outputs(self._container):  # so the files survive a crash of a later step
+                self._saved_state = state
         logs = _cap(reply.get("logs") or "")
         self.state["_print_outputs"] = logs
         if reply.get("type") == "error":
@@ -322,17 +355,100 @@ class DockerSandbox(Sandbox):
             log.warning("sandbox %s ended (exit %s); stderr tail: %s", container.cid[:12], code, stderr[-1000:])
         if oom or code == 137:
             return (f"The sandbox ran out of memory ({self._provider.settings.sandbox_memory_mb} MB) and was "
-                    "restarted: Python state was reset; files in OUTPUT_DIR are kept. Use less memory "
-                    "(process data in chunks, read only the columns you need).")
+                    "restarted: Python state was reset; files in OUTPUT_DIR are kept as they were at the end of "
+                    "the previous step. Use less memory (process data in chunks, read only the columns you need; "
+                    "files in OUTPUT_DIR count towards the memory too).")
         return (f"The sandbox process ended unexpectedly (exit code {code}) and was restarted: Python state "
-                "was reset; files in OUTPUT_DIR are kept.")
+                "was reset; files in OUTPUT_DIR are kept as they were at the end of the previous step.")
 
-    def _replace(self) -> None:
-        """Kill the current container and start a fresh one on the same folders, re-sending tools/variables."""
+    # -- outputs --------------------------------------------------------------------------------------
+    def _copy_outputs(self, container: _Container) -> bool:
+        """Replace host_output_dir with the container's OUTPUT_DIR (read as an untrusted tar stream).
+
+        False (and host_output_dir unchanged) when the folder could not be read completely, or when the
+        container was not running by the end of the copy: its tmpfs is gone then, and Docker would have
+        served the empty folder of the image instead.
+        """
+        limit = output_limit_bytes(self._provider.settings)
+        staging = self._folder / f".out-{uuid.uuid4().hex[:8]}"
+        staging.mkdir(mode=0o700)
+        api = container.client.api
+        try:
+            response = api._get(api._url("/containers/{0}/archive", container.cid),
+                                params={"path": OUTPUT_DIR}, stream=True)
+            try:
+                api._raise_for_status(response)
+                complete, notices = extract_output_archive(
+                    response.iter_content(ARCHIVE_CHUNK), staging, root_name=os.path.basename(OUTPUT_DIR),
+                    max_entries=OUTPUT_ENTRIES, max_bytes=limit)
+            finally:
+                response.close()
+            running = bool(api.inspect_container(container.cid)["State"].get("Running"))
+        except _ERRORS as exc:
+            log.warning("could not copy the outputs of sandbox %s: %s", container.cid[:12], exc)
+            shutil.rmtree(staging, ignore_errors=True)
+            return False
+        if not complete or not running:
+            log.warning("outputs of sandbox %s not copied (%s)", container.cid[:12],
+                        "; ".join(notices) if not complete else "the container had stopped")
+            shutil.rmtree(staging, ignore_errors=True)
+            return False
+        old = self._folder / f".out-old-{uuid.uuid4().hex[:8]}"
+        if self.host_output_dir.exists():
+            os.rename(self.host_output_dir, old)
+        os.rename(staging, self.host_output_dir)
+        shutil.rmtree(old, ignore_errors=True)
+        self._output_notices = notices
+        return True
+
+    def _reseed_outputs(self, container: _Container) -> None:
+        """Put the files saved in host_output_dir back into a replacement container's OUTPUT_DIR."""
+        try:
+            if not any(self.host_output_dir.iterdir()):
+                return
+        except OSError:
+            return
+        try:
+            with tempfile.TemporaryFile(dir=self._folder) as archive:
+                count = pack_output_folder(self.host_output_dir, archive, uid=SANDBOX_UID,
+                                           max_bytes=output_limit_bytes(self._provider.settings))
+                archive.seek(0)
+                container.client.api.put_archive(container.cid, OUTPUT_DIR, archive)
+            log.info("restored %d output files into restarted sandbox %s", count, container.cid[:12])
+        except (*_ERRORS, tarfile.TarError) as exc:
+            log.warning("could not restore the output files into sandbox %s: %s", container.cid[:12], exc)
+
+    def finish_outputs(self) -> list[str]:
+        """Copy OUTPUT_DIR to host_output_dir now (the agent has stopped); notices for the person."""
+        with self._lock:
+            if self._closed:
+                return []
+            if self._container is None:
+                return [*self._output_notices,
+                        "the sandbox had stopped: output files are those saved at the end of its last good step"]
+            if not self._copy_outputs(self._container):
+                return [*self._output_notices,
+                        "some output files may be missing or out of date: the output folder could not be copied"]
+            self._saved_state = None
+            return list(self._output_notices)
+
+    def _replace(self, save_outputs: bool) -> None:
+        """Kill the current container and start a fresh one on the same folders, re-sending tools/variables.
+
+        save_outputs: the container is still alive (timeout, protocol breach): freeze it and copy its
+        OUTPUT_DIR out first. After a crash its tmpfs is already gone and the last copy is kept.
+        """
         old, self._container = self._container, None
         if old is not None:
+            if save_outputs:
+                try:
+                    old.client.api.pause(old.cid)
+                except _ERRORS:
+                    pass
+                self._copy_outputs(old)
+            self._saved_state = None
             self._provider._forget(old)
-            old.destroy(remove_folder=False)
+            self._provider._destroy_later(old)  # off the critical path: the model waits for the new one
         try:
             self._ensure_container()
         except SandboxUnavailable as exc:
@@ -345,6 +461,7 @@ class DockerSandbox(Sandbox):
             raise SandboxExecutionError("this sandbox was already cleaned up")
         container = self._provider._new_container(self._folder)
         try:
+            self._reseed_outputs(container)
             self._init(container)
             if self._tools_message:
                 if container.request(self._tools_message).get("type") != "ok":
@@ -383,6 +500,8 @@ class DockerSandboxProvider(SandboxProvider):
         self._wake = threading.Event()
         self._filled = threading.Event()
         self._closed = False
+        self._swept = False
+        self._reapers: list[threading.Thread] = []
         self._thread: threading.Thread | None = None
 
     # -- engine ---------------------------------------------------------------------------------------
@@ -455,7 +574,13 @@ class DockerSandboxProvider(SandboxProvider):
             log_config=LogConfig(type="none"),
             mounts=[
                 Mount(INPUT_DIR, str(folder / "in"), type="bind", read_only=True),
-                Mount(OUTPUT_DIR, str(folder / "out"), type="bind", read_only=False),
+                # An anonymous tmpfs volume: bounded, never on the host's disk, removed with the container.
+                Mount(OUTPUT_DIR, None, type="volume", no_copy=True, labels=self._labels(sid),
+                      driver_config=DriverConfig("local", {
+                          "type": "tmpfs", "device": "tmpfs",
+                          "o": (f"size={output_limit_bytes(s)},nr_inodes={OUTPUT_ENTRIES},uid={SANDBOX_UID},"
+                                f"gid={SANDBOX_UID},mode=0700,noexec,nosuid,nodev"),
+                      })),
             ],
             runtime=s.sandbox_runtime or None,
         )
@@ -473,28 +598,26 @@ class DockerSandboxProvider(SandboxProvider):
                 "PYTHONUNBUFFERED": "1",
                 "MPLCONFIGDIR": "/tmp/matplotlib",
             },
-            labels={
-                LABEL: "1",
-                f"{LABEL}.id": sid,
-                f"{LABEL}.provider": self.instance_id,
-                f"{LABEL}.host": socket.gethostname(),
-                f"{LABEL}.pid": str(os.getpid()),
-            },
+            labels=self._labels(sid),
             name=f"agentdesk-sbx-{sid}",
             host_config=host_config,
         )
 
+    def _labels(self, sid: str) -> dict[str, str]:
+        return {
+            LABEL: "1",
+            f"{LABEL}.id": sid,
+            f"{LABEL}.provider": self.instance_id,
+            f"{LABEL}.host": socket.gethostname(),
+            f"{LABEL}.pid": str(os.getpid()),
+        }
+
     def _make_folder(self, sid: str) -> Path:
         folder = self.root / sid
         (folder / "in").mkdir(parents=True, mode=0o755)
-        out = folder / "out"
-        out.mkdir(mode=0o700)
+        (folder / "out").mkdir(mode=0o700)  # host-side copy of OUTPUT_DIR; never mounted into a container
         os.chmod(folder, 0o755)
         os.chmod(folder / "in", 0o755)
-        try:
-            os.chown(out, SANDBOX_UID, SANDBOX_UID)
-        except PermissionError:
-            os.chmod(out, 0o777)  # not root: let uid 65534 write into the folder this user owns
         return folder
 
     def _new_container(self, folder: Path | None = None) -> _Container:
@@ -537,7 +660,7 @@ class DockerSandboxProvider(SandboxProvider):
             with self._lock:
                 self._live.pop(cid, None)
             try:
-                client.api.remove_container(cid, force=True)
+                client.api.remove_container(cid, force=True, v=True)
             except _ERRORS:
                 pass
         if folder.parent == self.root and not any(c.folder == folder for c in self._live_snapshot()):
@@ -550,6 +673,15 @@ class DockerSandboxProvider(SandboxProvider):
     def _forget(self, container: _Container) -> None:
         with self._lock:
             self._live.pop(container.cid, None)
+
+    def _destroy_later(self, container: _Container) -> None:
+        """Remove a replaced container in the background (close() waits for these)."""
+        container.killed_by_host = True
+        thread = threading.Thread(target=container.destroy, kwargs={"remove_folder": False},
+                                  name="sandbox-reaper", daemon=True)
+        with self._lock:
+            self._reapers = [t for t in self._reapers if t.is_alive()] + [thread]
+        thread.start()
 
     # -- pool -----------------------------------------------------------------------------------------
     def acquire(self, *, authorized_imports: list[str], step_timeout_s: float, caller: Caller) -> Sandbox:
@@ -576,16 +708,20 @@ class DockerSandboxProvider(SandboxProvider):
                 raise
 
     def start(self) -> None:
+        """Sweep leftovers and warm the pool. If the engine is not ready yet the refill thread still starts:
+        it retries with backoff, fills the pool (and sweeps) once the engine answers."""
         ready, why = self.check()
-        if not ready:
-            log.error("sandbox not ready: %s", why)
-            return
-        self.sweep()
+        if ready:
+            self.sweep()
+            self._swept = True
+        else:
+            log.error("sandbox not ready: %s (the warm pool is filled once it is)", why)
         if self._thread is None and self.settings.sandbox_pool_size > 0:
             self._thread = threading.Thread(target=self._refill_loop, name="sandbox-pool", daemon=True)
             self._thread.start()
             self._wake.set()
-            self._filled.wait(timeout=READY_TIMEOUT_S * 2)
+            if ready:
+                self._filled.wait(timeout=READY_TIMEOUT_S * 2)
 
     def _refill_loop(self) -> None:
         backoff = 0.0
@@ -616,6 +752,12 @@ class DockerSandboxProvider(SandboxProvider):
                 if closed:
                     self._forget(container)
                     container.destroy(remove_folder=True)
+                elif not self._swept:  # the engine was down at start: sweep now that it answers
+                    self._swept = True
+                    try:
+                        self.sweep()
+                    except SandboxUnavailable:
+                        self._swept = False
 
     def sweep(self) -> int:
         """Remove labelled containers left by dead processes and sandbox folders nobody uses."""
@@ -635,12 +777,22 @@ class DockerSandboxProvider(SandboxProvider):
                 keep.add(labels.get(f"{LABEL}.id", "").split("-")[0])
                 continue
             try:
-                client.api.remove_container(info["Id"], force=True)
+                client.api.remove_container(info["Id"], force=True, v=True)
                 removed += 1
             except NotFound:
                 pass
             except _ERRORS as exc:
                 log.warning("could not remove leftover sandbox %s: %s", info["Id"][:12], exc)
+        try:  # OUTPUT_DIR volumes of containers removed without their volumes (a crash mid-removal)
+            dangling = client.api.volumes(filters={"label": f"{LABEL}=1", "dangling": "true"}).get("Volumes") or []
+        except _ERRORS as exc:
+            log.warning("could not list leftover sandbox volumes: %s", exc)
+            dangling = []
+        for volume in dangling:
+            try:
+                client.api.remove_volume(volume["Name"])
+            except _ERRORS:
+                pass  # in use again (another process just mounted it) or already gone
         keep |= {c.folder.name for c in self._live_snapshot()}
         if self.root.is_dir():
             now = time.time()
@@ -676,10 +828,13 @@ class DockerSandboxProvider(SandboxProvider):
             self._thread = None
         with self._lock:
             victims = list(self._live.values())
+            reapers = list(self._reapers)
             self._pool.clear()
             self._live.clear()
         for container in victims:
             container.destroy(remove_folder=True)
+        for thread in reapers:
+            thread.join(timeout=CONTROL_TIMEOUT_S)
         with self._lock:
             client, self._client = self._client, None
         if client is not None:

@@ -13,14 +13,45 @@ This file runs with the image's Python only (stdlib + smolagents); it must not i
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import stat
 import sys
 import traceback
 
 MAX_LOG_CHARS = 20_000
 MAX_VALUE_BYTES = 1_000_000
 CAPTURE_PATH = "/tmp/.agentdesk-stdio"
+OUTPUT_DIR = "/workspace/out"
+MAX_STATE_ENTRIES = 5_000
+
+
+def output_state() -> str:
+    """A fingerprint of OUTPUT_DIR ("" when empty), so the host copies the folder out only when it changed.
+
+    Only a hint: the agent's code runs in this process and could make it lie, which can only cost it the
+    copy of its own files after a crash; the host always copies the folder out at the end of the task.
+    """
+    seen = []
+    folders = [OUTPUT_DIR]
+    while folders and len(seen) < MAX_STATE_ENTRIES:
+        folder = folders.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            seen.append((entry.path, st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
+            if stat.S_ISDIR(st.st_mode):
+                folders.append(entry.path)
+    if not seen:
+        return ""
+    return hashlib.sha256(repr(sorted(seen)).encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
 class ToolError(Exception):
@@ -151,13 +182,14 @@ class Runner:
             message = str(exc) or type(exc).__name__
             if not isinstance(exc, Exception):
                 message = f"{type(exc).__name__}: {message}"
-            return {"type": "error", "message": cap(message), "logs": cap(logs)}
+            return {"type": "error", "message": cap(message), "logs": cap(logs), "out": output_state()}
         logs = (result.logs or "") + self.channel.take_captured()
         return {
             "type": "result",
             "output": to_json_value(result.output),
             "logs": cap(logs),
             "is_final_answer": bool(result.is_final_answer),
+            "out": output_state(),
         }
 
 

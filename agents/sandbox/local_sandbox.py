@@ -76,6 +76,10 @@ class LocalSandbox(Sandbox):
             set_output(span, result.logs)
             return result
 
+    def finish_outputs(self) -> list[str]:
+        """The code writes straight into host_output_dir (no isolation, no size limit): nothing to copy."""
+        return []
+
     def cleanup(self) -> None:
         shutil.rmtree(self._folder, ignore_errors=True)
 
