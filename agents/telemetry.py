@@ -651,7 +651,7 @@ def setup_logging(verbose: bool = False, *, json_lines: bool | None = None, stre
     handler.setFormatter(JsonFormatter() if json_lines else KeyValueFormatter())
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    for noisy in ("urllib3", "httpx", "httpcore", "openai", "docker"):
+    for noisy in ("urllib3", "httpx", "httpx2", "httpcore", "openai", "docker"):
         logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.WARNING)
     return handler
 
