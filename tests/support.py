@@ -60,3 +60,19 @@ def chat_request(text: str, *, user: str = "U_ALICE", thread: str = "1700000000.
                   message_id=thread, user_name="Alice")
     values.update(kw)
     return ChatRequest(**values)
+
+
+async def eventually(condition, timeout: float, what: str, describe=lambda: "") -> object:
+    """Poll `condition` until truthy (returning its value); fail naming `what` after `timeout` seconds."""
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            detail = describe()
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f"; saw:\n{detail}" if detail else ""))
+        await asyncio.sleep(0.02)

@@ -10,7 +10,6 @@ the Docker sandbox itself).
 """
 from __future__ import annotations
 
-import io
 import json
 import textwrap
 import zipfile

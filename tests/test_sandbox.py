@@ -6,7 +6,6 @@ executor exactly as CodeAgent would.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import json
 import os
 import pickle
@@ -23,7 +22,6 @@ from smolagents.default_tools import FinalAnswerTool
 
 from agents.chat import Caller
 from agents.sandbox import make_provider
-from agents.sandbox.base import SandboxUnavailable
 from agents.sandbox.docker_sandbox import DockerSandboxProvider, SandboxExecutionError, output_limit_bytes
 from agents.sandbox.local_sandbox import LocalSandboxProvider
 from agents.sandbox.outputs import collect_outputs, extract_output_archive, pack_output_folder

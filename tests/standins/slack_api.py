@@ -7,7 +7,6 @@ that need the bot token (or an HTML login page, as Slack does when files:read is
 """
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import hmac
@@ -20,6 +19,8 @@ from typing import Any, AsyncIterator, Callable
 
 import aiohttp
 from aiohttp import web
+
+from tests.support import eventually
 
 BOT_USER_ID = "UAGENTBOT"
 BOT_ID = "BAGENTBOT"
@@ -127,14 +128,7 @@ class SlackAPI:
 
     async def wait_for(self, condition: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
         """Poll `condition` until truthy; fail with `what` after `timeout` seconds."""
-        deadline = time.monotonic() + timeout
-        while True:
-            result = condition()
-            if result:
-                return result
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-            await asyncio.sleep(0.02)
+        return await eventually(condition, timeout, what)
 
     # HTTP handlers ---------------------------------------------------------------------------------
 

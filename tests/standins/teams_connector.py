@@ -9,14 +9,14 @@ Faults (429/502/...) can be injected for the next N calls.
 """
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from aiohttp import web
+
+from tests.support import eventually
 
 PREFIX = "/amer"  # Teams service URLs carry a region path (https://smba.trafficmanager.net/amer/)
 
@@ -114,14 +114,7 @@ class TeamsConnector:
         return [c for c in self.sent(conversation_id, "POST") if c.activity_type == "message"]
 
     async def wait_for(self, predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            result = predicate()
-            if result:
-                return result
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}; connector saw:\n{self.describe()}")
-            await asyncio.sleep(0.05)
+        return await eventually(predicate, timeout, what, self.describe)
 
     def describe(self) -> str:
         def show(c: Call) -> str:
