@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import shutil
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -70,7 +71,9 @@ class TaskRunner:
         self.company = company or load_company(settings.config_path)
         self.store = StateStore(settings.data_dir)
         self.sandboxes = sandboxes or make_provider(settings)
-        self.model_factory = model_factory or (lambda: build_model(settings))
+        self.model_factory = model_factory or self._shared_model
+        self._model: Model | None = None
+        self._model_lock = threading.Lock()
         self.router = Router(self.company, self.store, self.model_factory)
         self.redact = Redactor(settings.secrets())
         self._global = asyncio.Semaphore(settings.max_concurrent_tasks)
@@ -95,11 +98,24 @@ class TaskRunner:
             await asyncio.to_thread(self.sandboxes.start)
         except Exception as exc:  # the bot still starts; /readyz says what is wrong
             log.error("sandbox provider failed to start: %s", exc)
+        if self.settings.model_configured:
+            try:
+                await asyncio.to_thread(self.model_factory)
+            except Exception as exc:  # reported per request, with what to do
+                log.error("the model client could not be created: %s", exc)
 
     async def close(self) -> None:
         await asyncio.to_thread(self.sandboxes.close)
         self.store.close()
         close_audit()
+
+    def _shared_model(self) -> Model:
+        """One model client per process: building one costs an SSL context and, the first time, the openai
+        import; done per task in worker threads, that CPU competes with the event loop for the GIL."""
+        with self._model_lock:
+            if self._model is None:
+                self._model = build_model(self.settings)
+            return self._model
 
     def ready(self) -> tuple[bool, str]:
         ok, detail = self.sandboxes.check()

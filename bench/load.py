@@ -112,6 +112,23 @@ def _burst(url: str, payloads: list[str], retries: list[str], concurrency: int) 
     return asyncio.run(run())
 
 
+async def _serve_floor() -> str:
+    """A do-nothing endpoint (reads the body, answers 200) in this process: the same client's burst against it
+    is the ack latency this machine and client can show at all, measured in the same run."""
+
+    async def ack(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/slack/events", ack)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/slack/events"
+
+
 async def main(args: argparse.Namespace) -> int:
     recorder = QueueWaitRecorder(metrics.QUEUE_WAIT)
     metrics.QUEUE_WAIT = recorder  # the runner reads metrics.QUEUE_WAIT at call time
@@ -174,6 +191,8 @@ async def main(args: argparse.Namespace) -> int:
                 await app[TASKS].drain(timeout=60)
                 counts = answered()
                 _, rss_peak = rss_mb()
+                floor = await loop.run_in_executor(pool, _burst, await _serve_floor(), payloads, [],
+                                                   args.client_concurrency)
             finally:
                 await app_runner.cleanup()
                 pool.shutdown()
@@ -193,6 +212,9 @@ async def main(args: argparse.Namespace) -> int:
     print(f"  acks:          {len(acks)} responses, non-200: {sum(1 for s in acks if s != 200)}")
     print(f"  ack latency:   p50 {p50:.1f} ms  p99 {p99:.1f} ms  max {max(first) * 1000:.1f} ms  "
           f"(baseline, one mention alone: {base_ack:.1f} ms; p99/baseline = {p99 / base_ack:.1f}x)")
+    floor_p99 = pct(floor["latencies"], 99) * 1000
+    print(f"  ack floor:     p99 {floor_p99:.1f} ms for a do-nothing endpoint under the same burst "
+          f"(agentdesk p99 / floor = {p99 / floor_p99:.2f}x)")
     print(f"  retries acked: p99 {pct(burst['latencies'][args.n:] or [0], 99) * 1000:.1f} ms")
     print(f"  queue wait:    p50 {pct(waits, 50) * 1000:.0f} ms  p99 {pct(waits, 99) * 1000:.0f} ms  "
           f"max {max(waits) * 1000:.0f} ms  ({len(waits)} tasks)" if waits else "  queue wait:    no observations")

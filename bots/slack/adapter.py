@@ -1,11 +1,13 @@
 """Slack in the bot's aiohttp app: POST /slack/events (Events API) and Socket Mode, both via one Bolt app.
 
-The ack path does only signature checks and a dedupe lookup; Bolt acks before any listener runs, and
-every listener hands the agent work to BackgroundTasks, so Slack always gets its 200 well inside 3 s.
+The Events API ack path does only the size, signature and JSON checks; Bolt (dedupe, listeners) runs after
+the 200 in a deferred background task that yields the event loop to other requests' acks, and every listener
+hands the agent work to deferred BackgroundTasks, so Slack gets its 200 fast even under a burst.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import re
 import time
@@ -21,6 +23,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncRateLimitErrorRetryHandler,
     AsyncServerErrorRetryHandler,
 )
+from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from agents.chat import ChatRequest
@@ -85,10 +88,13 @@ class SlackBot:
         self.dedupe = DedupeStore(settings.data_dir / "slack-dedupe.sqlite3")
         self._channel_names: dict[str, tuple[str | None, float]] = {}
         self._channel_scope_warned = False
+        self.verifier = SignatureVerifier(settings.slack_signing_secret or "")
         self.app = AsyncApp(
             client=web_client(settings),
             signing_secret=settings.slack_signing_secret or "",
             request_verification_enabled=bool(settings.slack_signing_secret),
+            # Listeners run inside async_dispatch, so inside the deferred dispatch task (they only spawn work)
+            process_before_response=True,
         )
         self.app.use(self._dedupe_middleware)
         self.app.event("app_mention")(self._on_app_mention)
@@ -100,18 +106,47 @@ class SlackBot:
     # HTTP ------------------------------------------------------------------------------------------
 
     async def handle_http(self, request: web.Request) -> web.Response:
-        """POST /slack/events: size and JSON checks, then Bolt (signature, dedupe, ack, listeners)."""
-        if (request.content_length or 0) > MAX_BODY_BYTES:
-            return web.json_response({"error": "request body too large"}, status=413)
-        try:
-            body = await request.text()
-        except web.HTTPRequestEntityTooLarge:
-            return web.json_response({"error": "request body too large"}, status=413)
-        try:
-            bolt_request = AsyncBoltRequest(body=body, query=request.query_string, headers=request.headers)
-        except ValueError:
-            return web.json_response({"error": "malformed request body"}, status=400)
-        return await to_aiohttp_response(await self.app.async_dispatch(bolt_request))
+        """POST /slack/events: size, signature and JSON checks, then Bolt.
+
+        Event callbacks are acknowledged as soon as their signature checks out and Bolt dispatches them in a
+        deferred background task (Bolt verifies again, dedupes and runs the listeners): the ack never waits
+        behind listener matching, the dedupe store or other requests' work, and deferred work runs only while
+        no ack is in progress (bots.tasks.AckGate), so acks stay fast under a burst. Everything else
+        (url_verification, interactivity) goes through Bolt in the request.
+        """
+        with self.tasks.gate.acking():
+            if (request.content_length or 0) > MAX_BODY_BYTES:
+                return web.json_response({"error": "request body too large"}, status=413)
+            try:
+                body = await request.text()
+            except web.HTTPRequestEntityTooLarge:
+                return web.json_response({"error": "request body too large"}, status=413)
+            timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
+            signature = request.headers.get("X-Slack-Signature", "")
+            if not (timestamp.isdigit() and signature and self.verifier.is_valid(body, timestamp, signature)):
+                return web.json_response({"error": "invalid request"}, status=401)
+            if body.startswith("{"):  # JSON (Events API); Bolt parses any body starting with "{" as JSON too
+                try:
+                    payload = json.loads(body)
+                except ValueError:
+                    return web.json_response({"error": "malformed request body"}, status=400)
+                if isinstance(payload, dict) and payload.get("type") == "event_callback":
+                    # Bolt's request (parsing again, context) is built in the deferred task, off the ack path
+                    self.tasks.spawn(self._dispatch(body, request.query_string, request.headers), deferred=True,
+                                     name=f"slack-event:{payload.get('event_id')}")
+                    return web.Response(status=200)
+            try:
+                bolt_request = AsyncBoltRequest(body=body, query=request.query_string, headers=request.headers)
+            except ValueError:
+                return web.json_response({"error": "malformed request body"}, status=400)
+            return await to_aiohttp_response(await self.app.async_dispatch(bolt_request))
+
+    async def _dispatch(self, body: str, query: str, headers: Any) -> None:
+        bolt_request = AsyncBoltRequest(body=body, query=query, headers=headers)
+        response = await self.app.async_dispatch(bolt_request)
+        if response.status >= 400:
+            log.warning("Slack event %s was not handled: HTTP %s %s", bolt_request.body.get("event_id"),
+                        response.status, response.body[:200])
 
     # middleware and listeners ----------------------------------------------------------------------
 
@@ -137,7 +172,8 @@ class SlackBot:
     async def _on_assistant_thread_started(self, event: dict, client: AsyncWebClient) -> None:
         thread = event.get("assistant_thread") or {}
         if thread.get("channel_id") and thread.get("thread_ts"):
-            self.tasks.spawn(self._greet(client, thread["channel_id"], thread["thread_ts"]), name="slack-greeting")
+            self.tasks.spawn(self._greet(client, thread["channel_id"], thread["thread_ts"]), name="slack-greeting",
+                            deferred=True)
 
     async def _greet(self, client: AsyncWebClient, channel: str, thread_ts: str) -> None:
         await call_with_retry(client.chat_postMessage, 60.0, channel=channel, thread_ts=thread_ts, text=GREETING)
@@ -165,7 +201,7 @@ class SlackBot:
         if not self.dedupe.claim(f"message:{team_id}:{event['channel']}:{event['ts']}"):
             return
         self.tasks.spawn(self._work(event, team_id, context.bot_user_id, client, via),
-                         name=f"slack-{event['channel']}-{event['ts']}")
+                         name=f"slack-{event['channel']}-{event['ts']}", deferred=True)
 
     async def _work(self, event: dict, team_id: str, bot_user_id: str | None, client: AsyncWebClient,
                     via: str) -> None:
