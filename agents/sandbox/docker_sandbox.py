@@ -69,6 +69,7 @@ ORPHAN_AGE_S = 600.0  # an exited sandbox of a live process older than this is s
 TOOL_ERROR_CHARS = 2_000
 OUTPUT_ENTRIES = 1_024  # files and folders in OUTPUT_DIR (the tmpfs inode limit and the copy-out cap)
 MIN_OUTPUT_MB = 16
+GVISOR_TASKS_PER_PROCESS = 8  # runsc: cgroup pids limit per allowed guest process (Sentry threads, ptrace stubs)
 ARCHIVE_CHUNK = 1 << 20
 _QUIET = AgentLogger(level=LogLevel.OFF)
 _ERRORS = (DockerException, requests.RequestException, OSError)
@@ -135,6 +136,7 @@ class _Container:
         self._lines = b""
         self.stderr_tail: collections.deque[bytes] = collections.deque(maxlen=32)
         self.killed_by_host = False
+        self.paused = False
 
     def send(self, message: dict) -> None:
         self._sock.sendall(json.dumps(message, ensure_ascii=True).encode() + b"\n")
@@ -194,6 +196,11 @@ class _Container:
             self._sock.close()
         except OSError:
             pass
+        if self.paused:  # runsc cannot kill a paused sandbox: `rm -f` fails after 10 s and leaks its shim
+            try:
+                self.client.api.unpause(self.cid)
+            except _ERRORS:
+                pass
         try:
             self.client.api.remove_container(self.cid, force=True, v=True)  # v: its OUTPUT_DIR volume too
         except NotFound:
@@ -443,6 +450,7 @@ class DockerSandbox(Sandbox):
             if save_outputs:
                 try:
                     old.client.api.pause(old.cid)
+                    old.paused = True
                 except _ERRORS:
                     pass
                 self._copy_outputs(old)
@@ -554,7 +562,12 @@ class DockerSandboxProvider(SandboxProvider):
     # -- containers -----------------------------------------------------------------------------------
     def _container_config(self, sid: str, folder: Path) -> dict[str, Any]:
         s = self.settings
-        pids = max(s.sandbox_pids, 256) if s.sandbox_runtime == "runsc" else s.sandbox_pids
+        gvisor = s.sandbox_runtime == "runsc"
+        # gVisor: the agent's processes and threads are capped by RLIMIT_NPROC, which the Sentry enforces per
+        # sandbox (not per host uid). The cgroup pids limit also counts the Sentry's own threads and, on the
+        # ptrace platform, about 6 host tasks per guest process (measured: 62 forked children = 380 tasks), so
+        # it is only a backstop here; at 256 the Sentry itself dies (exit 2) before nproc refuses a fork.
+        pids = max(s.sandbox_pids * GVISOR_TASKS_PER_PROCESS, 256) if gvisor else s.sandbox_pids
         memory = f"{s.sandbox_memory_mb}m"
         client = self._docker()
         host_config = client.api.create_host_config(
@@ -568,7 +581,7 @@ class DockerSandboxProvider(SandboxProvider):
             memswap_limit=memory,
             nano_cpus=int(s.sandbox_cpus * 1e9),
             ulimits=[Ulimit(name="nofile", soft=256, hard=256), Ulimit(name="fsize", soft=64 << 20, hard=64 << 20)]
-            + ([Ulimit(name="nproc", soft=pids, hard=pids)] if s.sandbox_runtime == "runsc" else []),
+            + ([Ulimit(name="nproc", soft=s.sandbox_pids, hard=s.sandbox_pids)] if gvisor else []),
             init=True,
             ipc_mode="none",
             log_config=LogConfig(type="none"),
