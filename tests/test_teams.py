@@ -114,7 +114,7 @@ async def test_personal_chat_streams_each_step_then_the_final_answer(tmp_path, m
         code_reply("days = 30 - 18\nprint('remaining', days)", "I will compute the remaining days."),
         code_reply("print('double-checked', days)", "I will double-check the number."),
         code_reply('final_answer(f"You have {days} leave days left.")'),
-        delay_s=0.6,
+        delay_s=1.3,  # slower than the one-update-a-second pacing, so no step is coalesced into the answer
     )
     async with running_bot(tmp_path, model_server, monkeypatch) as bot:
         body = personal_message(connector.service_url, "hr: how many leave days are left?")
