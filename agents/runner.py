@@ -16,7 +16,6 @@ import shutil
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,6 +24,7 @@ from smolagents import CodeAgent, Model
 from smolagents.agents import ActionOutput
 from smolagents.memory import ActionStep, FinalAnswerStep
 from smolagents.monitoring import LogLevel
+from smolagents.utils import AgentError, AgentGenerationError
 
 from agents import metrics
 from agents.audit import close_audit, configure_audit
@@ -48,14 +48,6 @@ CODE_EXCERPT = 1200
 OBSERVATION_EXCERPT = 1500
 ANSWER_LIMIT = 20000
 _THOUGHT = re.compile(r"Thought:\s*(.+?)(?:\n|<code>|$)", re.S)
-
-
-@dataclass
-class _Slot:
-    """Admission bookkeeping of one request."""
-
-    user: str
-    admitted: bool = False
 
 
 class TaskRunner:
@@ -138,18 +130,19 @@ class TaskRunner:
         """Answer one request in its thread. Never raises: every failure becomes replier.error()."""
         department = "-"
         outcome = "error"
-        slot = _Slot(request.user)
+        admitted = False
         try:
             problem = self._check_input(request)
             if problem:
                 outcome = "bad_input"
                 await self._safe(replier.error(problem))
                 return
-            problem = self._admit(request.user, slot)
+            problem = self._admit(request.user)
             if problem:
                 outcome = "limited"
                 await self._safe(replier.error(problem))
                 return
+            admitted = True
             try:
                 with tracer.start_as_current_span("agentdesk.route") as span:
                     route = await asyncio.to_thread(self.router.route, request)
@@ -187,7 +180,7 @@ class TaskRunner:
                 f"Something went wrong on my side ({type(exc).__name__}); the error was logged. Please try again."
             ))
         finally:
-            if slot.admitted:
+            if admitted:
                 self._in_flight[request.user] -= 1
             metrics.REQUESTS.labels(request.platform, department, outcome).inc()
             audit.info(json.dumps({
@@ -205,7 +198,8 @@ class TaskRunner:
             return f"Hi! Ask me something, starting with a department if you like: {names}."
         return None
 
-    def _admit(self, user: str, slot: _Slot) -> str | None:
+    def _admit(self, user: str) -> str | None:
+        """None when the request may proceed (it then counts as in flight for `user`), else why not."""
         now = time.monotonic()
         recent = self._recent[user]
         while recent and now - recent[0] > 60:
@@ -220,12 +214,11 @@ class TaskRunner:
         if self._waiting >= self.settings.max_queued_tasks:
             return "I'm handling too many requests right now. Please try again in a few minutes."
         self._in_flight[user] += 1
-        slot.admitted = True
         return None
 
     async def _run_in_slot(self, request: ChatRequest, route: Route, replier: ThreadReplier) -> str:
         dept = route.department
-        self.store.claim_thread(request.thread_key, dept.name)
+        await asyncio.to_thread(self.store.claim_thread, request.thread_key, dept.name)
         await self._safe(replier.status(f"{dept.name.upper()} agent is working on it…"))
         lock = self._thread_locks.setdefault(request.thread_key, asyncio.Lock())
         queued_at = time.monotonic()
@@ -248,7 +241,7 @@ class TaskRunner:
     async def _run_task(self, request: ChatRequest, route: Route, replier: ThreadReplier) -> str:
         dept = route.department
         task_id = uuid.uuid4().hex
-        self.store.task_started(task_id, request)
+        await asyncio.to_thread(self.store.task_started, task_id, request)
         started = time.monotonic()
         sandbox: Sandbox | None = None
         status = "error"
@@ -295,13 +288,18 @@ class TaskRunner:
             return status
         except ModelNotConfigured:
             await self._safe(replier.error(NO_MODEL_MESSAGE))
-            return "no_model"
+            status = "no_model"
+            return status
         finally:
-            self.store.task_finished(task_id, status, dept.name)
             metrics.TASK_DURATION.labels(dept.name).observe(time.monotonic() - started)
-            if sandbox is not None:
-                await asyncio.to_thread(sandbox.cleanup)
-            shutil.rmtree(self.settings.data_dir / "outputs" / task_id, ignore_errors=True)
+            await asyncio.to_thread(self._finish_task, task_id, status, dept.name, sandbox)
+
+    def _finish_task(self, task_id: str, status: str, department: str, sandbox: Sandbox | None) -> None:
+        """Blocking end of a task (worker thread): record it, destroy its sandbox, drop its output copies."""
+        self.store.task_finished(task_id, status, department)
+        if sandbox is not None:
+            sandbox.cleanup()
+        shutil.rmtree(self.settings.data_dir / "outputs" / task_id, ignore_errors=True)
 
     async def _run_agent(
         self, request: ChatRequest, route: Route, replier: ThreadReplier, sandbox: Sandbox,
@@ -369,7 +367,8 @@ class TaskRunner:
                 await asyncio.wait_for(asyncio.shield(worker), timeout=10)
             except (asyncio.TimeoutError, Exception):
                 log.warning("agent worker of task %s did not stop within 10 s", task_id)
-            self.store.save_steps(self.store.memory_key(request.thread_key, dept.name), dept.name, agent.memory.steps)
+            await asyncio.to_thread(self.store.save_steps, self.store.memory_key(request.thread_key, dept.name),
+                                    dept.name, list(agent.memory.steps))
             metrics.STEPS.labels(dept.name).observe(totals["steps"])
             metrics.TOKENS.labels(dept.name, "input").inc(totals["in"])
             metrics.TOKENS.labels(dept.name, "output").inc(totals["out"])
@@ -529,8 +528,6 @@ def _answer_text(output: Any) -> str:
 
 
 def _describe_failure(exc: BaseException) -> str:
-    from smolagents.utils import AgentGenerationError, AgentError
-
     if isinstance(exc, ModelNotConfigured):
         return NO_MODEL_MESSAGE
     if isinstance(exc, AgentGenerationError):
