@@ -304,7 +304,7 @@ class TaskRunner:
     async def _run_agent(
         self, request: ChatRequest, route: Route, replier: ThreadReplier, sandbox: Sandbox,
         inputs: list[Path], task_id: str, started: float,
-    ) -> FinalAnswer | None:
+    ) -> FinalAnswer:
         dept = route.department
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()

@@ -18,18 +18,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import json
 import multiprocessing
 import os
-import resource
-import statistics
 import sys
 import tempfile
 import textwrap
 import time
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import AsyncIterator
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -44,7 +43,7 @@ from tests.standins.model_server import ModelServer, ScriptedModel, code_reply  
 from tests.standins.slack_api import (  # noqa: E402
     SECRET, TOKEN, EventSender, SlackAPI, event_callback, mention, sign,
 )
-from tests.support import make_settings  # noqa: E402
+from tests.support import make_settings, serve  # noqa: E402
 
 ANSWER = "load answer delivered"
 COMPANY = textwrap.dedent(
@@ -113,7 +112,8 @@ def _burst(url: str, payloads: list[str], retries: list[str], concurrency: int) 
     return asyncio.run(run())
 
 
-async def _serve_floor() -> str:
+@asynccontextmanager
+async def _serve_floor() -> AsyncIterator[str]:
     """A do-nothing endpoint (reads the body, answers 200) in this process: the same client's burst against it
     is the ack latency this machine and client can show at all, measured in the same run."""
 
@@ -123,11 +123,8 @@ async def _serve_floor() -> str:
 
     app = web.Application()
     app.router.add_post("/slack/events", ack)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/slack/events"
+    async with serve(app) as url:
+        yield f"{url}/slack/events"
 
 
 async def main(args: argparse.Namespace) -> dict:
@@ -149,53 +146,51 @@ async def main(args: argparse.Namespace) -> dict:
             )
             runner = TaskRunner(settings)
             app = create_app(settings, runner)
-            app_runner = web.AppRunner(app, access_log=None)
-            await app_runner.setup()
-            site = web.TCPSite(app_runner, "127.0.0.1", 0)
-            await site.start()
-            url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/slack/events"
-            rss_start, _ = rss_mb()
             try:
-                # Baseline: one mention alone, acked and answered before the burst.
-                base_event = mention("hr: load question baseline", channel="C0BASE", user="U0BASE")
-                loop = asyncio.get_running_loop()
-                base = await loop.run_in_executor(
-                    pool, _burst, url, [json.dumps(event_callback(base_event))], [], 1)
-                t0 = time.perf_counter()
-                await slack.wait_for(lambda: [m for m in slack.thread("C0BASE", base_event["ts"]) if ANSWER in m.text],
-                                     timeout=120, what="the baseline answer")
-                base_answer_s = time.perf_counter() - t0
-                await app[TASKS].drain(timeout=60)
-                model.requests.clear()
-                recorder.values.clear()
+                async with serve(app) as bot_url:
+                    url = f"{bot_url}/slack/events"
+                    rss_start, _ = rss_mb()
+                    # Baseline: one mention alone, acked and answered before the burst.
+                    base_event = mention("hr: load question baseline", channel="C0BASE", user="U0BASE")
+                    loop = asyncio.get_running_loop()
+                    base = await loop.run_in_executor(
+                        pool, _burst, url, [json.dumps(event_callback(base_event))], [], 1)
+                    t0 = time.perf_counter()
+                    await slack.wait_for(
+                        lambda: [m for m in slack.thread("C0BASE", base_event["ts"]) if ANSWER in m.text],
+                        timeout=120, what="the baseline answer")
+                    base_answer_s = time.perf_counter() - t0
+                    await app[TASKS].drain(timeout=60)
+                    model.requests.clear()
+                    recorder.values.clear()
 
-                events = [mention(f"hr: load question {i}", channel=f"C0LOAD{i:04d}", user=f"U0LOAD{i:04d}")
-                          for i in range(args.n)]
-                payloads = [json.dumps(event_callback(e)) for e in events]
-                retries = payloads[: args.retries]  # same body, same event_id: Slack's retry
-                started = time.perf_counter()
-                burst = await loop.run_in_executor(pool, _burst, url, payloads, retries, args.client_concurrency)
-                acked_s = time.perf_counter() - started
+                    events = [mention(f"hr: load question {i}", channel=f"C0LOAD{i:04d}", user=f"U0LOAD{i:04d}")
+                              for i in range(args.n)]
+                    payloads = [json.dumps(event_callback(e)) for e in events]
+                    retries = payloads[: args.retries]  # same body, same event_id: Slack's retry
+                    started = time.perf_counter()
+                    burst = await loop.run_in_executor(pool, _burst, url, payloads, retries, args.client_concurrency)
+                    acked_s = time.perf_counter() - started
 
-                def answered() -> dict[str, int]:
-                    counts: dict[str, int] = {}
-                    for e in events:
-                        counts[e["ts"]] = sum(1 for m in slack.thread(e["channel"], e["ts"]) if ANSWER in m.text)
-                    return counts
+                    def answered() -> dict[str, int]:
+                        counts: dict[str, int] = {}
+                        for e in events:
+                            counts[e["ts"]] = sum(1 for m in slack.thread(e["channel"], e["ts"]) if ANSWER in m.text)
+                        return counts
 
-                try:
-                    await slack.wait_for(lambda: all(answered().values()), timeout=args.timeout,
-                                         what="every final answer")
-                except AssertionError as exc:
-                    print(f"!! {exc}")
-                all_answered_s = time.perf_counter() - started
-                await app[TASKS].drain(timeout=60)
-                counts = answered()
-                _, rss_peak = rss_mb()
-                floor = await loop.run_in_executor(pool, _burst, await _serve_floor(), payloads, [],
-                                                   args.client_concurrency)
+                    try:
+                        await slack.wait_for(lambda: all(answered().values()), timeout=args.timeout,
+                                             what="every final answer")
+                    except AssertionError as exc:
+                        print(f"!! {exc}")
+                    all_answered_s = time.perf_counter() - started
+                    await app[TASKS].drain(timeout=60)
+                    counts = answered()
+                    _, rss_peak = rss_mb()
+                    async with _serve_floor() as floor_url:
+                        floor = await loop.run_in_executor(pool, _burst, floor_url, payloads, [],
+                                                           args.client_concurrency)
             finally:
-                await app_runner.cleanup()
                 pool.shutdown()
 
     first = burst["latencies"][: args.n]

@@ -15,8 +15,10 @@ import statistics
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import asynccontextmanager
 from pathlib import Path
 from types import SimpleNamespace
+from typing import AsyncIterator
 
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
@@ -26,9 +28,11 @@ from slack_sdk.web.async_client import AsyncWebClient
 from tests.standins.model_server import ModelServer, ScriptedModel, code_reply
 from bots.server import TASKS
 from tests.standins.slack_api import SECRET, TOKEN, EventSender, SlackAPI, event_callback, mention, running_bot, sign
+from tests.support import serve
 
 
-async def serve_bare_bolt(slack) -> tuple[web.AppRunner, str]:
+@asynccontextmanager
+async def serve_bare_bolt(slack) -> AsyncIterator[str]:
     bolt = AsyncApp(client=AsyncWebClient(token=TOKEN, base_url=slack.api_url), signing_secret=SECRET)
 
     @bolt.event("app_mention")
@@ -40,11 +44,8 @@ async def serve_bare_bolt(slack) -> tuple[web.AppRunner, str]:
 
     app = web.Application(client_max_size=1024 * 1024)
     app.router.add_post("/slack/events", events)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/slack/events"
+    async with serve(app) as url:
+        yield f"{url}/slack/events"
 
 
 def _client_burst(url: str, n: int, tag: str) -> list[float]:
@@ -103,9 +104,11 @@ async def main(n: int, rounds: int, model_delay: float) -> None:
     model_server = SimpleNamespace(base_url=model_url)
     try:
         with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-            bare_runner, bare_url = await serve_bare_bolt(slack)
-            async with running_bot(Path(tmp), model_server, slack, max_queued_tasks=n * rounds * 2,
-                                   max_tasks_per_user=5, user_rate_per_minute=100) as bot:
+            async with (
+                serve_bare_bolt(slack) as bare_url,
+                running_bot(Path(tmp), model_server, slack, max_queued_tasks=n * rounds * 2,
+                            max_tasks_per_user=5, user_rate_per_minute=100) as bot,
+            ):
                 await burst(pool, bare_url, 1, "warmbare")  # first request pays for auth.test in both
                 await burst(pool, bot.events.url, 1, "warmours")
                 bare_ms: list[float] = []
@@ -115,7 +118,6 @@ async def main(n: int, rounds: int, model_delay: float) -> None:
                     ours_ms += await burst(pool, bot.events.url, n, f"o{r}")
                 in_flight = len(bot.app[TASKS])
                 await bot.app[TASKS].cancel_all()
-            await bare_runner.cleanup()
     finally:
         stop.set()
         standins.join(10)

@@ -35,6 +35,17 @@ def require_docker_sandbox(settings: Settings) -> None:
     pytest.skip(f"Docker sandbox not available: {why}")
 
 
+def inspect(container_id: str) -> dict:
+    """`docker inspect` of one container, as the engine reports it."""
+    import docker
+
+    client = docker.from_env()
+    try:
+        return client.api.inspect_container(container_id)
+    finally:
+        client.close()
+
+
 def labelled_containers(provider_id: str) -> list[dict]:
     """Containers (running or not) created by the provider with this instance id."""
     import docker

@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import dataclasses
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import AsyncIterator
+
+from aiohttp import web
 
 from agents.settings import Settings
 
@@ -22,6 +26,24 @@ def make_settings(tmp_path: Path, model_base_url: str | None, **overrides) -> Se
     )
     values.update(overrides)
     return dataclasses.replace(base, **values)
+
+
+@asynccontextmanager
+async def serve(app: web.Application) -> AsyncIterator[str]:
+    """Serve `app` on a free 127.0.0.1 port and yield its base URL, e.g. "http://127.0.0.1:41234".
+
+    The one way tests and benches serve an aiohttp app: port 0 avoids clashes, and the runner (with the
+    app's on_cleanup hooks) is cleaned up on exit even when the body fails.
+    """
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
 
 
 class RecordingReplier:

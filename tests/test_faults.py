@@ -20,13 +20,12 @@ from pathlib import Path
 import aiohttp
 import docker
 import pytest
-from aiohttp import web
 
 from agents.runner import TaskRunner
 from bots.server import create_app
 from tests.sandbox_support import require_docker_sandbox, sandbox_settings
 from tests.standins.model_server import code_reply
-from tests.support import RecordingReplier, chat_request, make_settings
+from tests.support import RecordingReplier, chat_request, make_settings, serve
 
 COMPANY = textwrap.dedent(
     """
@@ -62,17 +61,9 @@ async def ask(runner: TaskRunner, text: str, **kw) -> RecordingReplier:
 async def readyz(runner: TaskRunner) -> tuple[int, dict]:
     """GET /readyz of the bot's real app (create_app) served on 127.0.0.1."""
     app = create_app(runner.settings, runner, start_runner=False)
-    app_runner = web.AppRunner(app, access_log=None)
-    await app_runner.setup()
-    site = web.TCPSite(app_runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    try:
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"http://127.0.0.1:{port}/readyz") as resp:
-                return resp.status, await resp.json()
-    finally:
-        await app_runner.cleanup()
+    async with serve(app) as url, aiohttp.ClientSession() as session:
+        async with session.get(f"{url}/readyz") as resp:
+            return resp.status, await resp.json()
 
 
 # -- the sandbox's dependencies --------------------------------------------------------------------------

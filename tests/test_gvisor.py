@@ -16,7 +16,9 @@ from smolagents.default_tools import FinalAnswerTool
 
 from agents.chat import Caller
 from agents.sandbox.docker_sandbox import DockerSandboxProvider, SandboxExecutionError
-from tests.sandbox_support import labelled_containers, labelled_volumes, require_docker_sandbox, sandbox_settings
+from tests.sandbox_support import (
+    inspect, labelled_containers, labelled_volumes, require_docker_sandbox, sandbox_settings,
+)
 
 pytestmark = pytest.mark.docker
 
@@ -114,18 +116,10 @@ def box(gvisor):
         sbx.cleanup()
 
 
-def _inspect(container_id: str) -> dict:
-    client = docker.from_env()
-    try:
-        return client.api.inspect_container(container_id)
-    finally:
-        client.close()
-
-
 def test_runs_on_gvisor_with_raised_pids_and_nproc(box, gvisor):
     prov, _ = gvisor
     sbx = box(imports=["os"])
-    hc = _inspect(sbx.container_id)["HostConfig"]
+    hc = inspect(sbx.container_id)["HostConfig"]
     assert hc["Runtime"] == "runsc"
     # SANDBOX_PIDS caps the agent's processes and threads as RLIMIT_NPROC (enforced by the Sentry per sandbox);
     # the cgroup pids limit is raised above it for the Sentry's own threads and ptrace stubs (>= 256)

@@ -14,7 +14,7 @@ from agents.chat import ChatRequest
 from agents.runner import TaskRunner
 from agents.telemetry import request_span
 from tests.standins.model_server import code_reply
-from tests.support import RecordingReplier, make_settings
+from tests.support import RecordingReplier, make_settings, serve
 
 COMPANY = textwrap.dedent(
     """
@@ -52,13 +52,8 @@ async def test_metrics_move_after_a_terminal_request(tmp_path, model_server):
                              teams_app_id=None, teams_allow_unauthenticated=False)
     runner = TaskRunner(settings)
     app = create_app(settings, runner)
-    site_runner = web.AppRunner(app, access_log=None)
-    await site_runner.setup()
-    site = web.TCPSite(site_runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
     model_server.model.script("metrics check", code_reply("me = whoami()"), code_reply('final_answer("counted")'))
-    try:
+    async with serve(app) as url:
         status, content_type, before = await scrape(url)
         assert status == 200 and content_type.startswith("text/plain")
 
@@ -70,8 +65,6 @@ async def test_metrics_move_after_a_terminal_request(tmp_path, model_server):
         assert replier.answer.text == "counted"
 
         _, _, after = await scrape(url)
-    finally:
-        await site_runner.cleanup()
 
     def moved(name: str, **labels: str) -> float:
         return sample(after, name, **labels) - sample(before, name, **labels)
@@ -93,17 +86,10 @@ async def test_metrics_speak_openmetrics_when_asked(tmp_path):
 
     app = web.Application()
     app.router.add_get("/metrics", metrics_endpoint.handle)
-    site_runner = web.AppRunner(app, access_log=None)
-    await site_runner.setup()
-    site = web.TCPSite(site_runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/metrics"
-    try:
-        async with aiohttp.ClientSession() as http:
-            async with http.get(url, headers={"Accept": "application/openmetrics-text; version=1.0.0"}) as resp:
-                body = await resp.text()
-                assert resp.headers["Content-Type"].startswith("application/openmetrics-text")
-    finally:
-        await site_runner.cleanup()
+    accept = {"Accept": "application/openmetrics-text; version=1.0.0"}
+    async with serve(app) as url, aiohttp.ClientSession() as http:
+        async with http.get(f"{url}/metrics", headers=accept) as resp:
+            body = await resp.text()
+            assert resp.headers["Content-Type"].startswith("application/openmetrics-text")
     assert body.rstrip().endswith("# EOF")
     assert "agentdesk_requests" in body

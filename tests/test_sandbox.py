@@ -27,7 +27,9 @@ from agents.sandbox.local_sandbox import LocalSandboxProvider
 from agents.sandbox.outputs import collect_outputs, extract_output_archive, pack_output_folder
 from agents.security import sanitize_filename
 from agents.tools import current_caller
-from tests.sandbox_support import labelled_containers, labelled_volumes, require_docker_sandbox, sandbox_settings
+from tests.sandbox_support import (
+    inspect, labelled_containers, labelled_volumes, require_docker_sandbox, sandbox_settings,
+)
 
 CANARY = "agentdesk-canary-7d1f0c9e"
 CALLER = Caller("slack", "T-TEST", "U-ALICE", "Alice")
@@ -79,15 +81,6 @@ def sandbox(provider):
     yield make
     for box in boxes:
         box.cleanup()
-
-
-def inspect(container_id: str) -> dict:
-    client = docker.from_env()
-    try:
-        return client.api.inspect_container(container_id)
-    finally:
-        client.close()
-
 
 
 @pytest.mark.docker

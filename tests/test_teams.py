@@ -69,7 +69,7 @@ async def running_bot(tmp_path, model_server, monkeypatch, **overrides) -> Async
     """create_app + TaskRunner on 127.0.0.1:0, Teams without an app id (local development mode)."""
     from agents.runner import TaskRunner
     from bots.server import create_app
-    from tests.support import make_settings
+    from tests.support import make_settings, serve
 
     monkeypatch.delenv("TEAMS_OPENID_METADATA_URL", raising=False)
     company = tmp_path / "departments.toml"
@@ -80,16 +80,8 @@ async def running_bot(tmp_path, model_server, monkeypatch, **overrides) -> Async
     values.update(overrides)
     settings = make_settings(tmp_path, model_server.base_url, **values)
     app = create_app(settings, TaskRunner(settings))
-    app_runner = web.AppRunner(app, access_log=None)
-    await app_runner.setup()
-    site = web.TCPSite(app_runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    try:
-        async with aiohttp.ClientSession() as http:
-            yield Bot(f"http://127.0.0.1:{port}", app, http)
-    finally:
-        await app_runner.cleanup()
+    async with serve(app) as url, aiohttp.ClientSession() as http:
+        yield Bot(url, app, http)
 
 
 @pytest.fixture

@@ -12,17 +12,18 @@ import json
 import logging
 import threading
 import time
+from contextlib import asynccontextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import AsyncIterator
 
 import aiohttp
 import jwt
 import pytest
-from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
 from tests.standins.teams_connector import personal_message
-from tests.support import make_settings
+from tests.support import make_settings, serve
 
 APP_ID = "1b2c3d4e-5f60-4a7b-8c9d-0e1f2a3b4c5d"
 PASSWORD = "app-password-do-not-leak"
@@ -104,7 +105,9 @@ def openid():
         yield server
 
 
-async def serve(tmp_path, monkeypatch, metadata_url: str | None, **overrides):
+@asynccontextmanager
+async def serve_bot(tmp_path, monkeypatch, metadata_url: str | None,
+                    **overrides) -> AsyncIterator[tuple[str, RecordingRunner]]:
     from bots.server import create_app
 
     if metadata_url:
@@ -118,12 +121,8 @@ async def serve(tmp_path, monkeypatch, metadata_url: str | None, **overrides):
     settings = make_settings(tmp_path, None, **values)
     runner = RecordingRunner()
     app = create_app(settings, runner, start_runner=False)
-    app_runner = web.AppRunner(app, access_log=None)
-    await app_runner.setup()
-    site = web.TCPSite(app_runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    return app_runner, f"http://127.0.0.1:{port}/api/messages", runner
+    async with serve(app) as url:
+        yield f"{url}/api/messages", runner
 
 
 async def post(url: str, authorization: str | None) -> int:
@@ -138,7 +137,6 @@ async def test_every_forged_or_missing_token_is_401_and_never_reaches_the_runner
                                                                                  caplog):
     other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     caplog.set_level(logging.DEBUG)
-    app_runner, url, runner = await serve(tmp_path, monkeypatch, openid.metadata_url)
     forged = {
         "no Authorization header": None,
         "Bearer garbage": "Bearer garbage",
@@ -150,10 +148,8 @@ async def test_every_forged_or_missing_token_is_401_and_never_reaches_the_runner
         "wrong issuer": "Bearer " + token(openid.key, iss="https://evil.example"),
         "other serviceUrl": "Bearer " + token(openid.key, serviceurl="https://evil.example/amer/"),
     }
-    try:
+    async with serve_bot(tmp_path, monkeypatch, openid.metadata_url) as (url, runner):
         statuses = {name: await post(url, header) for name, header in forged.items()}
-    finally:
-        await app_runner.cleanup()
     assert statuses == {name: 401 for name in forged}
     assert runner.requests == []
     for name, header in forged.items():
@@ -163,14 +159,11 @@ async def test_every_forged_or_missing_token_is_401_and_never_reaches_the_runner
 
 
 async def test_token_signed_by_the_published_key_is_accepted(tmp_path, monkeypatch, openid):
-    app_runner, url, runner = await serve(tmp_path, monkeypatch, openid.metadata_url)
-    try:
+    async with serve_bot(tmp_path, monkeypatch, openid.metadata_url) as (url, runner):
         status = await post(url, "Bearer " + token(openid.key))
         deadline = time.monotonic() + 10
         while not runner.requests and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-    finally:
-        await app_runner.cleanup()
     assert status == 201
     [request] = runner.requests
     assert request.platform == "teams" and request.text == "hr: how much leave do I have?"
@@ -178,23 +171,17 @@ async def test_token_signed_by_the_published_key_is_accepted(tmp_path, monkeypat
 
 
 async def test_without_app_id_every_request_is_refused_unless_development_mode(tmp_path, monkeypatch):
-    app_runner, url, runner = await serve(tmp_path, monkeypatch, None, teams_app_id=None, teams_app_password=None)
-    try:
+    async with serve_bot(tmp_path, monkeypatch, None, teams_app_id=None, teams_app_password=None) as (url, runner):
         assert await post(url, None) == 401
         assert await post(url, "Bearer whatever") == 401
-    finally:
-        await app_runner.cleanup()
     assert runner.requests == []
 
 
 async def test_development_mode_accepts_unsigned_activities_and_warns(tmp_path, monkeypatch, caplog):
     caplog.set_level(logging.WARNING)
-    app_runner, url, runner = await serve(tmp_path, monkeypatch, None, teams_app_id=None, teams_app_password=None,
-                                          teams_allow_unauthenticated=True)
-    try:
+    async with serve_bot(tmp_path, monkeypatch, None, teams_app_id=None, teams_app_password=None,
+                         teams_allow_unauthenticated=True) as (url, runner):
         assert await post(url, None) == 201
-    finally:
-        await app_runner.cleanup()
     assert "TEAMS_ALLOW_UNAUTHENTICATED" in caplog.text and "development only" in caplog.text
 
 
@@ -202,7 +189,8 @@ async def test_single_tenant_without_tenant_id_is_a_clear_startup_error(tmp_path
     from agents.settings import SettingsError
 
     with pytest.raises(SettingsError, match="TEAMS_APP_TENANT_ID"):
-        await serve(tmp_path, monkeypatch, None, teams_app_tenant_id=None)
+        async with serve_bot(tmp_path, monkeypatch, None, teams_app_tenant_id=None):
+            pass
 
 
 async def test_unreachable_signing_keys_are_503_so_the_channel_retries(tmp_path, monkeypatch, openid, caplog):
@@ -211,11 +199,8 @@ async def test_unreachable_signing_keys_are_503_so_the_channel_retries(tmp_path,
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
-    app_runner, url, runner = await serve(tmp_path, monkeypatch,
-                                          f"http://127.0.0.1:{closed_port}/v1/.well-known/openidconfiguration")
-    try:
+    metadata_url = f"http://127.0.0.1:{closed_port}/v1/.well-known/openidconfiguration"
+    async with serve_bot(tmp_path, monkeypatch, metadata_url) as (url, runner):
         status = await post(url, "Bearer " + token(openid.key))
-    finally:
-        await app_runner.cleanup()
     assert status == 503 and runner.requests == []
     assert "could not fetch the Bot Framework signing keys" in caplog.text

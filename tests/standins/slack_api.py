@@ -20,7 +20,7 @@ from typing import Any, AsyncIterator, Callable
 import aiohttp
 from aiohttp import web
 
-from tests.support import eventually
+from tests.support import eventually, serve
 
 BOT_USER_ID = "UAGENTBOT"
 BOT_ID = "BAGENTBOT"
@@ -70,7 +70,7 @@ class SlackAPI:
         self._faults: dict[str, list[_Fault]] = {}
         self._ts = itertools.count(1)
         self._ids = itertools.count(1)
-        self._runner: web.AppRunner | None = None
+        self._stack = contextlib.AsyncExitStack()
         self.base_url = ""
 
     # lifecycle -------------------------------------------------------------------------------------
@@ -80,17 +80,11 @@ class SlackAPI:
         app.router.add_route("*", "/api/{method}", self._api)  # files.info & co. are GETs
         app.router.add_post("/upload/{file_id}", self._upload)
         app.router.add_get("/files-pri/{file_id}/{name}", self._download)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
-        self.base_url = f"http://127.0.0.1:{port}"
+        self.base_url = await self._stack.enter_async_context(serve(app))
         return self
 
     async def __aexit__(self, *exc) -> None:
-        if self._runner:
-            await self._runner.cleanup()
+        await self._stack.aclose()
 
     @property
     def api_url(self) -> str:
@@ -416,14 +410,5 @@ async def running_bot(tmp_path, model_server, slack: SlackAPI, **overrides) -> A
     settings = make_settings(tmp_path, model_server.base_url if model_server else None, **values)
     runner = TaskRunner(settings)
     app = create_app(settings, runner)
-    app_runner = web.AppRunner(app, access_log=None)
-    await app_runner.setup()
-    site = web.TCPSite(app_runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    try:
-        async with EventSender(f"{url}/slack/events", SECRET) as events:
-            yield RunningBot(url, settings, app, runner, slack, events)
-    finally:
-        await app_runner.cleanup()
+    async with serve(app) as url, EventSender(f"{url}/slack/events", SECRET) as events:
+        yield RunningBot(url, settings, app, runner, slack, events)

@@ -9,6 +9,7 @@ Faults (429/502/...) can be injected for the next N calls.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from tests.support import eventually
+from tests.support import eventually, serve
 
 PREFIX = "/amer"  # Teams service URLs carry a region path (https://smba.trafficmanager.net/amer/)
 
@@ -65,7 +66,7 @@ class TeamsConnector:
         self._streams: dict[str, dict[str, Any]] = {}
         #: Answer every stream start with 403 ContentStreamNotAllowed (an older client, a policy).
         self.refuse_streaming = False
-        self._runner: web.AppRunner | None = None
+        self._stack = contextlib.AsyncExitStack()
         self.base_url = ""
 
     # -- lifecycle --------------------------------------------------------------------------------------
@@ -75,17 +76,11 @@ class TeamsConnector:
         app.router.add_route("*", PREFIX + "/v3/conversations/{cid}/activities/{aid}", self._activities)
         app.router.add_put("/upload/{name}", self._upload)
         app.router.add_get("/download/{name}", self._download)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
-        self.base_url = f"http://127.0.0.1:{port}"
+        self.base_url = await self._stack.enter_async_context(serve(app))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._runner:
-            await self._runner.cleanup()
+        await self._stack.aclose()
 
     @property
     def service_url(self) -> str:
