@@ -80,11 +80,8 @@ def configure_audit(settings: Any) -> logging.Handler:
     """Write "agentdesk.audit" events as JSON lines to <data_dir>/audit.log (idempotent); returns the handler."""
     path = audit_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
+    close_audit()
     logger = logging.getLogger(LOGGER)
-    for handler in list(logger.handlers):
-        if getattr(handler, _MARK, False):
-            logger.removeHandler(handler)
-            handler.close()
     handler = _PrivateFileHandler(path, encoding="utf-8", delay=False)
     setattr(handler, _MARK, True)
     handler.setLevel(logging.INFO)

@@ -153,7 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     from agents.telemetry import setup_logging, setup_tracing
 
     setup_logging(verbose=args.verbose)
-    setup_tracing(_settings())
+    try:
+        setup_tracing(Settings.from_env())
+    except SettingsError:
+        pass  # each command reports it: serve/ask exit 2, doctor and dev explain the variable
     try:
         return args.func(args)
     except (ConfigError, ValueError) as exc:

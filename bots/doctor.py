@@ -176,6 +176,11 @@ def check_teams(settings: Settings, report: Report) -> None:
 def check_sandbox(settings: Settings, report: Report) -> None:
     from agents.sandbox import make_provider
 
+    if settings.sandbox == "local":  # no isolation to probe: say so without waiting on Docker
+        report.add(WARN, "sandbox", "SANDBOX=local: agents' code runs in the bot's process WITHOUT isolation",
+                   "development only; unset SANDBOX and run `agentdesk sandbox build` for the Docker sandbox")
+        return
+
     def check() -> tuple[bool, str]:
         return make_provider(settings).check()
 
@@ -188,10 +193,6 @@ def check_sandbox(settings: Settings, report: Report) -> None:
         ok, detail = False, f"{type(exc).__name__}: {exc}"
     finally:
         pool.shutdown(wait=False)
-    if settings.sandbox == "local":
-        report.add(WARN, "sandbox", "SANDBOX=local: agents' code runs in the bot's process WITHOUT isolation",
-                   "development only; unset SANDBOX and run `agentdesk sandbox build` for the Docker sandbox")
-        return
     if ok:
         report.add(OK, "sandbox", detail)
         return

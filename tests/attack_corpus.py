@@ -59,7 +59,7 @@ PRELUDE = textwrap.dedent(
 
 DENIED = r"(PermissionError 13|OSError 30|PermissionError 30|OSError 13|PermissionError 1)"
 MISSING = r"(FileNotFoundError 2)"
-NO_NET = r"(gaierror -[0-9]+|gaierror -?[0-9]*|OSError 101|OSError 99|URLError|ConnectionRefusedError 111|TimeoutError|OSError 113)"
+NO_NET = r"(gaierror -[0-9]+|OSError 101|OSError 99|URLError|ConnectionRefusedError 111|TimeoutError|OSError 113)"
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ class Attack:
     step_error: str | None = None
     #: department: "open" (authorized_imports = ["*"]) or "locked" (base modules only)
     department: str = "open"
-    #: a value must be set in R by the probe (otherwise a silently skipped probe would pass)
+    #: prepend PRELUDE (R, attempt(), open_text(), the container id); an unset probe reads "None" and fails `expect`
     prelude: bool = True
 
     def script(self) -> str:

@@ -54,6 +54,7 @@ class RecordingReplier:
         self.steps: list = []
         self.finals: list = []
         self.errors: list[str] = []
+        self.file_bytes: dict[str, bytes] = {}
 
     async def status(self, text: str) -> None:
         self.statuses.append(text)

@@ -226,7 +226,7 @@ def assert_no_secrets(desk: Desk, replier: RecordingReplier, caplog) -> None:
     formatter = logging.Formatter("%(message)s")
     logged = "\n".join(formatter.format(r) for r in caplog.records)
     assert not [s for s in SECRETS if s in logged], "secret in a log record"
-    for name, data in getattr(replier, "file_bytes", {}).items():
+    for name, data in replier.file_bytes.items():
         assert not [s for s in SECRETS if s.encode() in data], f"secret in posted file {name}"
     to_model = json.dumps(desk.model.requests)
     assert not [s for s in SECRETS if s in to_model], "secret sent to the model"
@@ -299,8 +299,10 @@ def _check_specific(attack: Attack, desk: Desk, replier: RecordingReplier) -> No
         assert len(answer.text) <= 20_000
         assert "truncated" in answer.text
         assert all(len(s.observation or "") <= 1_500 for s in replier.steps)
-    if attack.id.startswith("pickle-"):
-        assert "cos\\nsystem" in answer.text or "object at 0x" in answer.text, answer.text[:500]
+    if attack.id == "pickle-bytes-answer":  # the raw pickle came back as inert (escaped) text, not loaded
+        assert re.search(r"cos\\+nsystem", answer.text), answer.text[:500]
+    if attack.id.startswith("pickle-"):  # the Payload object came back as its str(), not unpickled
+        assert "object at 0x" in answer.text, answer.text[:500]
 
 
 def test_the_corpus_covers_every_category():

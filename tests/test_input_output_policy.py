@@ -19,7 +19,7 @@ import pytest
 from agents.audit import close_audit, configure_audit, read_audit
 from agents.chat import Attachment
 from agents.runner import TaskRunner
-from agents.workspace import sanitize_filename
+from agents.security import sanitize_filename
 from tests.standins.model_server import code_reply
 from tests.support import RecordingReplier, chat_request, make_settings
 

@@ -9,7 +9,7 @@ import yaml
 
 from agents.chat import FinalAnswer, OutputFile, StepUpdate
 from bots.slack.adapter import clean_text, web_client
-from bots.slack.dedupe import DedupeStore
+from bots.dedupe import DedupeStore
 from bots.slack.manifest import write_manifest
 from bots.slack.mrkdwn import MESSAGE_LIMIT, split_text, to_mrkdwn
 from bots.slack.replier import ChannelPacer, SlackReplier

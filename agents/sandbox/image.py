@@ -7,6 +7,7 @@ cached per requirements hash and the Docker layer cache is kept, so a second bui
 """
 from __future__ import annotations
 
+import collections
 import hashlib
 import os
 import shutil
@@ -85,11 +86,11 @@ def image_exists(settings: Settings) -> bool:
 def _run(cmd: list[str], progress: Progress, *, stdin=None, env=None) -> None:
     """Run a command, streaming its output lines to progress; raise with the tail on failure."""
     proc = subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    tail: list[str] = []
+    tail: collections.deque[str] = collections.deque(maxlen=20)
     assert proc.stdout is not None
     for line in proc.stdout:
         line = line.rstrip()
-        tail = (tail + [line])[-20:]
+        tail.append(line)
         progress(f"    {line}")
     if proc.wait() != 0:
         raise ImageBuildError(f"{' '.join(cmd[:3])} ... failed (exit {proc.returncode}):\n" + "\n".join(tail))

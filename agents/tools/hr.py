@@ -17,6 +17,7 @@ from pathlib import Path
 
 from smolagents import tool
 
+from agents.chat import Caller
 from agents.departments import resolve_data_dir
 from agents.tools import current_caller
 
@@ -146,8 +147,7 @@ def search_policies(query: str, max_results: int = 3) -> str:
 # -- leave balance ----------------------------------------------------------------------------------------
 
 
-def _leave_record(rows: list[dict[str, str]]) -> dict[str, str] | None:
-    caller = current_caller()
+def _leave_record(rows: list[dict[str, str]], caller: Caller) -> dict[str, str] | None:
     column = _ID_COLUMNS.get(caller.platform)
     if column:
         for row in rows:
@@ -171,7 +171,7 @@ def leave_balance() -> dict:
     caller = current_caller()
     with (_data_dir() / "leave.csv").open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
-    row = _leave_record(rows)
+    row = _leave_record(rows, caller)
     if row is None:
         who = f"{caller.platform} user {caller.user}" + (f", {caller.email}" if caller.email else "")
         return {

@@ -23,6 +23,7 @@ from bots.emulator import store as s
 from bots.emulator.slack import SlackSide
 from bots.emulator.store import Store
 from bots.emulator.teams import TeamsSide
+from bots.tasks import BackgroundTasks
 
 log = logging.getLogger("agentdesk.emulator")
 
@@ -87,7 +88,7 @@ class Emulator:
         self.slack = SlackSide(self.store, bot_token=settings.slack_bot_token or "",
                                signing_secret=settings.slack_signing_secret or "", self_url=self.url)
         self.teams = TeamsSide(self.store, self_url=self.url)
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks = BackgroundTasks()
 
     # lifecycle -------------------------------------------------------------------------------------
 
@@ -99,21 +100,9 @@ class Emulator:
         self.store.close_subscribers()
 
     async def cleanup(self, app: web.Application) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.cancel_all()
         if self.slack.session is not None:
             await self.slack.session.close()
-
-    def _spawn(self, coro) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("emulator delivery failed", exc_info=task.exception())
 
     # page ------------------------------------------------------------------------------------------
 
@@ -180,7 +169,7 @@ class Emulator:
         if thread and (thread not in self.store.messages or self.store.messages[thread]["flavour"] != flavour):
             raise web.HTTPBadRequest(text="unknown thread")
         side = self.slack if flavour == "slack" else self.teams
-        self._spawn(side.post_from_person(conversation, text, thread, files))
+        self._tasks.spawn(side.post_from_person(conversation, text, thread, files), name=f"emulator-{flavour}-post")
         return web.json_response({"ok": True})
 
     async def _save_upload(self, part) -> s.StoredFile:

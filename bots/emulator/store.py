@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agents.workspace import sanitize_filename
+from agents.security import sanitize_filename
 
 BOT_NAME = "agentdesk"
 HUMAN_NAME = "Alex Rivera"

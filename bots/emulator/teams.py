@@ -365,8 +365,11 @@ class TeamsSide:
         start, end, total = (int(g) for g in match.groups())
         if end < start or end >= total or total > s.MAX_FILE_BYTES:
             return _error(416, "invalidRange", "The range is not satisfiable")
-        data = await request.content.read(end - start + 2)
-        if len(data) != end - start + 1:
+        expected = end - start + 1
+        data = b""
+        while len(data) <= expected and (chunk := await request.content.read(expected + 1 - len(data))):
+            data += chunk  # read(n) returns only what is buffered: loop until the range (plus 1) or EOF
+        if len(data) != expected:
             return _error(400, "invalidRange", "The body length does not match Content-Range")
         mode = "r+b" if stored.path.exists() else "wb"
         with stored.path.open(mode) as out:

@@ -6,6 +6,7 @@ hands the agent work to deferred BackgroundTasks, so Slack gets its 200 fast eve
 """
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
@@ -30,7 +31,7 @@ from agents.chat import ChatRequest
 from agents.settings import Settings
 from agents.telemetry import request_span
 from bots.recovery import INTERRUPTION_NOTIFIERS, interrupted_message
-from bots.slack.dedupe import DedupeStore
+from bots.dedupe import DedupeStore
 from bots.slack.files import attachments_from_event
 from bots.slack.replier import ChannelPacer, SlackReplier, _error_name, call_with_retry
 from bots.tasks import BackgroundTasks
@@ -178,7 +179,7 @@ class SlackBot:
     async def _greet(self, client: AsyncWebClient, channel: str, thread_ts: str) -> None:
         await call_with_retry(client.chat_postMessage, 60.0, channel=channel, thread_ts=thread_ts, text=GREETING)
 
-    def _wanted(self, event: dict, team_id: str, bot_user_id: str | None, via: str) -> bool:
+    async def _wanted(self, event: dict, team_id: str, bot_user_id: str | None, via: str) -> bool:
         """Is this message for the bot? Mentions, DMs, and follow-ups in threads it already answered."""
         if event.get("subtype") not in HANDLED_SUBTYPES or event.get("bot_id") or not event.get("user"):
             return False
@@ -190,12 +191,13 @@ class SlackBot:
             return True  # a mention delivered only as a message event (bolt-python #925)
         thread_ts = event.get("thread_ts")
         if thread_ts and thread_ts != event["ts"]:
-            return bool(self.runner.knows_thread(f"slack:{team_id}:{event['channel']}:{thread_ts}"))
+            key = f"slack:{team_id}:{event['channel']}:{thread_ts}"
+            return bool(await asyncio.to_thread(self.runner.knows_thread, key))  # SQLite: off the loop
         return False
 
     async def _maybe_handle(self, event: dict, body: dict, context, client: AsyncWebClient, via: str) -> None:
         team_id = context.team_id or body.get("team_id") or event.get("team") or ""
-        if not self._wanted(event, team_id, context.bot_user_id, via):
+        if not await self._wanted(event, team_id, context.bot_user_id, via):
             return
         # One channel mention arrives as app_mention and as message.channels: answer the first only.
         if not self.dedupe.claim(f"message:{team_id}:{event['channel']}:{event['ts']}"):
@@ -299,7 +301,7 @@ def mount(app: web.Application, settings: Settings, runner: "TaskRunner", tasks:
     app[INTERRUPTION_NOTIFIERS]["slack"] = notify_interrupted
 
     async def close(app: web.Application) -> None:
-        bot.close()
+        await asyncio.to_thread(bot.close)  # joins the dedupe writer thread and flushes SQLite
 
     app.on_cleanup.append(close)
     return bot

@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import re
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
@@ -36,6 +35,7 @@ from botframework.connector.auth import AuthenticationConstants, ServiceClientCr
 from agents.chat import ChatRequest
 from agents.settings import Settings, SettingsError
 from agents.telemetry import request_span
+from bots.dedupe import DedupeStore
 from bots.recovery import INTERRUPTION_NOTIFIERS, interrupted_message
 from bots.tasks import BackgroundTasks
 from bots.teams.files import PendingUploads, UploadFailed, file_info_card, inbound_attachments, upload
@@ -158,7 +158,7 @@ class TeamsBot:
         self.adapter = CloudAdapter(self.auth)
         self.limiters = RateLimiters()
         self.uploads = PendingUploads(settings.data_dir / "teams" / "uploads")
-        self._seen: OrderedDict[str, None] = OrderedDict()
+        self.dedupe = DedupeStore(settings.data_dir / "teams-dedupe.sqlite3")
         if metadata_url and self.app_id:
             log.warning("%s is set: Teams tokens are checked against keys from %s. This is for tests only; "
                         "unset it in production.", OPENID_METADATA_ENV, metadata_url)
@@ -232,16 +232,12 @@ class TeamsBot:
     # -- messages -----------------------------------------------------------------------------------------
 
     def _first_time(self, activity: Activity) -> bool:
-        """Teams redelivers an activity it thinks timed out; the same id must not start a second run."""
-        key = f"{activity.conversation.id if activity.conversation else ''}|{activity.id}"
+        """Teams redelivers an activity it thinks timed out; the same id must not start a second run, even
+        across a restart (the same store as Slack's)."""
         if not activity.id:
             return True
-        if key in self._seen:
-            return False
-        self._seen[key] = None
-        while len(self._seen) > 4096:
-            self._seen.popitem(last=False)
-        return True
+        conversation = activity.conversation.id if activity.conversation else ""
+        return self.dedupe.claim(f"{conversation}|{activity.id}")
 
     def _on_message(self, activity: Activity) -> None:
         if activity.conversation is None or activity.from_property is None or not activity.service_url:
@@ -415,4 +411,9 @@ def mount(app: web.Application, settings: Settings, runner: Any, tasks: Backgrou
         await bot._sender(reference).send(message_activity(interrupted_message(record)))
 
     app[INTERRUPTION_NOTIFIERS]["teams"] = notify_interrupted
+
+    async def close(app: web.Application) -> None:
+        await asyncio.to_thread(bot.dedupe.close)
+
+    app.on_cleanup.append(close)
     return bot

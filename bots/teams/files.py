@@ -13,6 +13,7 @@ or declines. Offers expire after a day.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import mimetypes
@@ -29,7 +30,7 @@ import aiohttp
 from botbuilder.schema import Activity
 
 from agents.chat import Attachment, OutputFile
-from agents.workspace import sanitize_filename
+from agents.security import sanitize_filename
 
 log = logging.getLogger("agentdesk.teams")
 
@@ -208,7 +209,7 @@ async def upload(upload_url: str, pending: PendingUpload, session: aiohttp.Clien
         with pending.path.open("rb") as source:
             start = 0
             while True:
-                chunk = source.read(UPLOAD_CHUNK)
+                chunk = await asyncio.to_thread(source.read, UPLOAD_CHUNK)
                 end = start + len(chunk) - 1
                 headers = {"Content-Range": f"bytes {start}-{end}/{total}" if total else "bytes */0",
                            "Content-Length": str(len(chunk))}

@@ -239,7 +239,7 @@ class TeamsReplier(ThreadReplier):
         offers = []
         for file in answer.files:
             try:
-                offers.append(self._uploads.offer(file, self._owner))
+                offers.append(await asyncio.to_thread(self._uploads.offer, file, self._owner))  # copy + sweep
             except OSError as exc:
                 log.error("teams: could not keep %s for upload: %s", file.name, exc)
                 body += f"\n\n_I made {fmt.escape(file.name)} but could not keep it for you to download._"

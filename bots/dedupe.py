@@ -1,10 +1,12 @@
-"""A small TTL store of handled Slack deliveries, so retries and twin events are answered once.
+"""A small TTL store of handled deliveries (Slack events, Teams activities), so retries and twins are
+answered once.
 
 Slack redelivers an event (same event_id, X-Slack-Retry-Num 1..3) when it gets no 2xx within 3 s, and
 one channel mention arrives twice (app_mention and message.channels, same channel and ts). Claims are
 decided in memory (a dict lookup: no SQLite call and no GIL hand-off on the event loop) and written behind
 to SQLite under the data dir by one writer thread, in batches, so a restart in the middle of Slack's retry
-window does not answer twice: unexpired claims are loaded back at start.
+window does not answer twice: unexpired claims are loaded back at start. Teams redelivers activities it
+thinks timed out in the same way.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-log = logging.getLogger("agentdesk.slack")
+log = logging.getLogger("agentdesk.dedupe")
 
 DEFAULT_TTL_S = 3600.0  # Slack retries for up to ~5 minutes; an hour leaves a wide margin
 PRUNE_EVERY = 500  # claims between sweeps of expired keys (memory and disk)
