@@ -79,6 +79,15 @@ class ChatRequest:
 
 
 @dataclass(frozen=True)
+class Source:
+    """Where a statement came from (an HR policy, a web page): Slack task-card sources, Teams citations."""
+
+    title: str
+    url: str = ""
+    abstract: str = ""
+
+
+@dataclass(frozen=True)
 class StepUpdate:
     """One agent step, already excerpted and redacted for display."""
 
@@ -92,6 +101,9 @@ class StepUpdate:
     input_tokens: int | None = None
     output_tokens: int | None = None
     is_final: bool = False
+    #: Sub-agent path for nested steps, e.g. ("web_research",): "Marketing › web_research · step 2".
+    agent_path: tuple[str, ...] = ()
+    sources: tuple[Source, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -116,6 +128,9 @@ class FinalAnswer:
     duration_s: float = 0.0
     input_tokens: int = 0
     output_tokens: int = 0
+    #: The task record this answer belongs to: feedback and stop controls refer to it.
+    task_id: str = ""
+    sources: tuple[Source, ...] = ()
 
 
 class ThreadReplier(ABC):

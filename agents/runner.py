@@ -392,7 +392,7 @@ class TaskRunner:
             department=dept.name, text=text, files=tuple(files), notices=tuple(notices), trace_id=trace_id,
             trace_url=trace_link(trace_id, self.settings),
             steps=totals["steps"], duration_s=time.monotonic() - started,
-            input_tokens=totals["in"], output_tokens=totals["out"],
+            input_tokens=totals["in"], output_tokens=totals["out"], task_id=task_id,
         )
 
     def _build_agent(self, dept: Department, sandbox: Sandbox, request: ChatRequest) -> CodeAgent:
