@@ -37,6 +37,13 @@ CREATE TABLE IF NOT EXISTS tasks (
     finished_at REAL
 );
 CREATE INDEX IF NOT EXISTS tasks_status ON tasks(status);
+CREATE TABLE IF NOT EXISTS records (
+    namespace TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    expires_at REAL,
+    PRIMARY KEY (namespace, key)
+);
 """
 
 _QUIET = AgentLogger(level=LogLevel.OFF)
@@ -164,6 +171,51 @@ class StateStore:
                 "UPDATE tasks SET status=?, department=COALESCE(?, department), finished_at=? WHERE task_id=?",
                 (status, department, time.time(), task_id),
             )
+
+    # records: small JSON documents by namespace and key (answers, feedback, approvals) ---------------
+    def put_record(self, namespace: str, key: str, value: dict, ttl_s: float | None = None) -> None:
+        """Write (or overwrite) one record; it disappears after `ttl_s` seconds when given."""
+        expires = time.time() + ttl_s if ttl_s else None
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO records(namespace, key, value, expires_at) VALUES (?,?,?,?) "
+                "ON CONFLICT(namespace, key) DO UPDATE SET value=excluded.value, expires_at=excluded.expires_at",
+                (namespace, key, json.dumps(value, default=str), expires),
+            )
+
+    def add_record(self, namespace: str, key: str, value: dict, ttl_s: float | None = None) -> bool:
+        """Write a record only if none (or only an expired one) exists: True for the one caller that wins."""
+        now = time.time()
+        expires = now + ttl_s if ttl_s else None
+        with self._lock:
+            self._db.execute("DELETE FROM records WHERE namespace=? AND key=? AND expires_at IS NOT NULL "
+                             "AND expires_at<=?", (namespace, key, now))
+            cur = self._db.execute(
+                "INSERT OR IGNORE INTO records(namespace, key, value, expires_at) VALUES (?,?,?,?)",
+                (namespace, key, json.dumps(value, default=str), expires),
+            )
+        return cur.rowcount == 1
+
+    def get_record(self, namespace: str, key: str) -> dict | None:
+        with self._lock:
+            row = self._db.execute("SELECT value, expires_at FROM records WHERE namespace=? AND key=?",
+                                   (namespace, key)).fetchone()
+        if not row or (row[1] is not None and row[1] <= time.time()):
+            return None
+        return json.loads(row[0])
+
+    def delete_record(self, namespace: str, key: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM records WHERE namespace=? AND key=?", (namespace, key))
+
+    def list_records(self, namespace: str, prefix: str = "") -> dict[str, dict]:
+        """Every live record of a namespace whose key starts with `prefix`."""
+        now = time.time()
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT key, value FROM records WHERE namespace=? AND substr(key, 1, ?)=? "
+                "AND (expires_at IS NULL OR expires_at>?)", (namespace, len(prefix), prefix, now)).fetchall()
+        return {k: json.loads(v) for k, v in rows}
 
     def interrupted_tasks(self, platform: str | None = None) -> list[TaskRecord]:
         """Tasks that were running when the process died (call before accepting new work)."""

@@ -50,6 +50,11 @@ REPLIES = Counter(
     "agentdesk_replies", "Messages posted back to threads by platform, kind and outcome",
     ["platform", "kind", "outcome"], registry=REGISTRY,
 )
+FEEDBACK = Counter(
+    "agentdesk_feedback", "Feedback presses on final answers by department and value (positive, negative)",
+    ["platform", "department", "value"], registry=REGISTRY,
+)
+STOPPED = Counter("agentdesk_tasks_stopped", "Agent runs stopped by a person", ["department"], registry=REGISTRY)
 SPANS_EXPORTED = Counter(
     "agentdesk_trace_spans", "Spans handed to the OTLP exporter by outcome (ok, failed, dropped)", ["outcome"],
     registry=REGISTRY,

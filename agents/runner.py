@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import hashlib
 import json
 import logging
 import re
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from opentelemetry import trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from smolagents import CodeAgent, Model
 from smolagents.agents import ActionOutput
 from smolagents.memory import ActionStep, FinalAnswerStep
@@ -47,6 +49,8 @@ audit = logging.getLogger("agentdesk.audit")
 CODE_EXCERPT = 1200
 OBSERVATION_EXCERPT = 1500
 ANSWER_LIMIT = 20000
+ANSWER_RECORD_TTL_S = 30 * 24 * 3600  # feedback on an answer is accepted this long
+FEEDBACK_VALUES = ("positive", "negative")
 _THOUGHT = re.compile(r"Thought:\s*(.+?)(?:\n|<code>|$)", re.S)
 
 
@@ -77,6 +81,7 @@ class TaskRunner:
         self._in_flight: collections.Counter[str] = collections.Counter()
         self._recent: dict[str, collections.deque] = collections.defaultdict(collections.deque)
         self._waiting = 0
+        self._running: dict[str, _RunControl] = {}
         self.interrupted: list = []
 
     # lifecycle -------------------------------------------------------------------------------------
@@ -124,6 +129,57 @@ class TaskRunner:
         mine = [r for r in self.interrupted if r.platform == platform]
         self.interrupted = [r for r in self.interrupted if r.platform != platform]
         return mine
+
+    # controls from the thread ----------------------------------------------------------------------
+    async def request_stop(self, thread_key: str, by_user: str) -> tuple[bool, str]:
+        """Stop the run in `thread_key` (the Stop button, Slack's native stop, Teams' Stop).
+
+        Only the person who asked, or an admin (AGENTDESK_ADMINS), may stop it. Returns whether the stop
+        was accepted and a short message for the person who pressed.
+        """
+        control = self._running.get(thread_key)
+        if control is None:
+            return False, "There is nothing running in this thread to stop."
+        if by_user != control.requester and by_user not in self.settings.admins:
+            return False, "Only the person who asked (or an admin of this bot) can stop this run."
+        control.stop(by_user)
+        return True, "Stopping…"
+
+    async def record_feedback(self, task_id: str, *, platform: str, user: str, value: str,
+                              comment: str | None = None) -> bool:
+        """Keep one person's feedback on an answer (the last press wins), in its trace and in /metrics.
+
+        False when the answer is unknown (too old, or a forged id) or the value is not one we offer.
+        """
+        if value not in FEEDBACK_VALUES:
+            return False
+        answer = await asyncio.to_thread(self.store.get_record, "answers", task_id)
+        if answer is None:
+            return False
+        comment = cap(self.redact(comment), 2000) if comment else None
+        record = {"task_id": task_id, "platform": platform, "user": user, "value": value, "comment": comment,
+                  "department": answer.get("department"), "at": time.time()}
+        await asyncio.to_thread(self.store.put_record, "feedback", f"{task_id}:{user}", record, ANSWER_RECORD_TTL_S)
+        metrics.FEEDBACK.labels(platform, answer.get("department") or "-", value).inc()
+        parent = trace.set_span_in_context(NonRecordingSpan(SpanContext(
+            trace_id=int(answer["trace_id"], 16), span_id=int(answer["span_id"], 16), is_remote=True,
+            trace_flags=TraceFlags(TraceFlags.SAMPLED)))) if answer.get("trace_id") and answer.get("span_id") else None
+        with tracer.start_as_current_span("agentdesk.feedback", context=parent) as span:
+            span.set_attribute("agentdesk.feedback.value", value)
+            span.set_attribute("agentdesk.department", answer.get("department") or "-")
+            span.set_attribute("agentdesk.platform", platform)
+            span.set_attribute("agentdesk.task_id", task_id)
+            span.set_attribute("agentdesk.user", _user_hash(platform, user))
+            if comment:
+                span.set_attribute("agentdesk.feedback.comment", comment)
+        audit.info(json.dumps({"event": "feedback", "task_id": task_id, "platform": platform, "value": value,
+                               "user": _user_hash(platform, user), "department": answer.get("department")}))
+        return True
+
+    async def feedback_for(self, task_id: str) -> dict[str, dict]:
+        """Every person's latest feedback on one answer, by user id."""
+        records = await asyncio.to_thread(self.store.list_records, "feedback", f"{task_id}:")
+        return {r["user"]: r for r in records.values()}
 
     # the request path -------------------------------------------------------------------------------
     async def handle(self, request: ChatRequest, replier: ThreadReplier) -> None:
@@ -312,6 +368,8 @@ class TaskRunner:
         agent.state["INPUT_FILES"] = [f"{sandbox.input_dir}/{p.name}" for p in inputs]
         agent.state["OUTPUT_DIR"] = sandbox.output_dir
         task = self._task_text(request, route, [p.name for p in inputs])
+        control = _RunControl(request.user, loop, events)
+        self._running[request.thread_key] = control
 
         def run() -> None:
             try:
@@ -337,6 +395,17 @@ class TaskRunner:
                 kind, item = await asyncio.wait_for(events.get(), timeout=remaining)
                 if kind == "done":
                     break
+                if kind == "stop":
+                    agent.interrupt()
+                    await asyncio.to_thread(sandbox.cleanup)
+                    metrics.STOPPED.labels(dept.name).inc()
+                    audit.info(json.dumps({"event": "stopped", "task_id": task_id, "department": dept.name,
+                                           "by_requester": item == request.user}))
+                    who = "as you asked" if item == request.user else "by an administrator"
+                    done = totals["steps"]
+                    raise TaskFailed("stopped", (
+                        f"Stopped {who} after step {done}." if done else f"Stopped {who} before the first step finished."
+                    ))
                 if kind == "error":
                     failure = item
                     continue
@@ -363,8 +432,10 @@ class TaskRunner:
                 "request or split it into steps."
             ))
         finally:
+            if self._running.get(request.thread_key) is control:
+                del self._running[request.thread_key]
             try:  # the worker ends at the next step boundary once interrupted or its sandbox is gone
-                await asyncio.wait_for(asyncio.shield(worker), timeout=10)
+                await asyncio.wait_for(asyncio.shield(worker), timeout=1 if control.stopped else 10)
             except (asyncio.TimeoutError, Exception):
                 log.warning("agent worker of task %s did not stop within 10 s", task_id)
             await asyncio.to_thread(self.store.save_steps, self.store.memory_key(request.thread_key, dept.name),
@@ -387,6 +458,12 @@ class TaskRunner:
             notices.append(f"I reached my limit of {dept.max_steps} steps before finishing, so this answer may be "
                            "incomplete. Ask a narrower question to get a complete one.")
         trace_id = current_trace_id()
+        span_context = trace.get_current_span().get_span_context()
+        await asyncio.to_thread(self.store.put_record, "answers", task_id, {
+            "department": dept.name, "thread_key": request.thread_key, "platform": request.platform,
+            "user": request.user, "trace_id": trace_id,
+            "span_id": format(span_context.span_id, "016x") if span_context.is_valid else None,
+        }, ANSWER_RECORD_TTL_S)
         text = cap(self.redact(_answer_text(final_output)), ANSWER_LIMIT) or "(The agent returned an empty answer.)"
         return FinalAnswer(
             department=dept.name, text=text, files=tuple(files), notices=tuple(notices), trace_id=trace_id,
@@ -455,6 +532,24 @@ class TaskRunner:
             await coro
         except Exception as exc:
             log.error("could not post to the thread: %s", exc)
+
+
+class _RunControl:
+    """A running task's stop handle: a stop is an event in the run's own queue, seen within a poll."""
+
+    def __init__(self, requester: str, loop: asyncio.AbstractEventLoop, events: asyncio.Queue) -> None:
+        self.requester = requester
+        self._loop = loop
+        self._events = events
+        self.stopped = False
+
+    def stop(self, by_user: str) -> None:
+        self.stopped = True
+        self._loop.call_soon_threadsafe(self._events.put_nowait, ("stop", by_user))
+
+
+def _user_hash(platform: str, user: str) -> str:
+    return hashlib.sha256(f"{platform}:{user}".encode()).hexdigest()[:16]
 
 
 class TaskFailed(Exception):

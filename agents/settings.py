@@ -93,6 +93,8 @@ class Settings:
     max_file_mb: float = 20.0
     max_files: int = 10
     user_rate_per_minute: int = 10
+    #: Platform user ids that may stop anyone's run (AGENTDESK_ADMINS, comma-separated).
+    admins: tuple[str, ...] = ()
     # telemetry
     otlp_endpoint: str | None = None
     trace_content: str = "redacted"  # full | redacted | off
@@ -150,6 +152,7 @@ class Settings:
             max_file_mb=_float("AGENTDESK_MAX_FILE_MB", 20.0),
             max_files=_int("AGENTDESK_MAX_FILES", 10),
             user_rate_per_minute=_int("AGENTDESK_USER_RATE_PER_MINUTE", 10),
+            admins=tuple(a.strip() for a in (_env("AGENTDESK_ADMINS") or "").split(",") if a.strip()),
             otlp_endpoint=_env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or _env("OTEL_EXPORTER_OTLP_ENDPOINT"),
             trace_content=trace_content,
             trace_url_template=_env("AGENTDESK_TRACE_URL_TEMPLATE"),
@@ -208,6 +211,7 @@ ENVIRONMENT = {
     "AGENTDESK_MAX_FILE_MB": "largest accepted file (default 20)",
     "AGENTDESK_MAX_FILES": "most files per request (default 10)",
     "AGENTDESK_USER_RATE_PER_MINUTE": "requests per person per minute (default 10)",
+    "AGENTDESK_ADMINS": "comma-separated platform user ids that may stop anyone's run",
     "AGENTDESK_PII_PATTERNS": "extra regexes (separated by ;;) redacted from replies, logs and spans",
     "AGENTDESK_ENVIRONMENT": "deployment.environment resource attribute of traces (e.g. production)",
     "AGENTDESK_HR_DATA_DIR": "folder with the example HR department's data (policies, leave.csv, benefits.csv)",

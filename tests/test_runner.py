@@ -211,3 +211,78 @@ async def test_a_prefix_switches_department_in_a_direct_chat(tmp_path, model_ser
     assert (first.answer.department, second.answer.department, third.answer.department) == ("hr", "sales", "sales")
     sales_context = "\n".join(str(m.get("content")) for m in model_server.model.requests[-1]["messages"])
     assert "sales question two" in sales_context and "hr_note" not in sales_context
+
+
+async def _wait_for(predicate, timeout=10.0):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_the_requester_stops_a_run_between_steps_and_no_further_step_runs(tmp_path, model_server, company_file):
+    model_server.model.script(
+        "count slowly",
+        code_reply("print('one')", "Step one."),
+        code_reply("print('two')", "Step two."),
+        code_reply('final_answer("done")'),
+        delay_s=0.6,
+    )
+    runner = make_runner(tmp_path, model_server, company_file)
+    await runner.start()
+    try:
+        replier = RecordingReplier()
+        request = chat_request("hr: count slowly", user="U_BOB")
+        run = asyncio.create_task(runner.handle(request, replier))
+        await _wait_for(lambda: len(replier.steps) >= 1)
+        refused = await runner.request_stop(request.thread_key, "U_MALLORY")
+        assert refused[0] is False and "Only the person who asked" in refused[1]
+        accepted, _ = await runner.request_stop(request.thread_key, "U_BOB")
+        assert accepted
+        t0 = asyncio.get_running_loop().time()
+        await run
+        assert asyncio.get_running_loop().time() - t0 < 2.0
+    finally:
+        await runner.close()
+    assert replier.finals == []
+    assert [s.step_number for s in replier.steps] == [1]
+    assert replier.errors == ["Stopped as you asked after step 1."]
+    assert (await runner.request_stop(request.thread_key, "U_BOB"))[0] is False
+
+
+async def test_an_admin_may_stop_anyones_run(tmp_path, model_server, company_file):
+    model_server.model.script("loop a while", code_reply("print('x')"), code_reply("print('y')"),
+                              code_reply('final_answer("z")'), delay_s=0.6)
+    runner = make_runner(tmp_path, model_server, company_file, admins=("U_ADMIN",))
+    await runner.start()
+    try:
+        replier = RecordingReplier()
+        request = chat_request("hr: loop a while", user="U_BOB")
+        run = asyncio.create_task(runner.handle(request, replier))
+        await _wait_for(lambda: len(replier.steps) >= 1)
+        assert (await runner.request_stop(request.thread_key, "U_ADMIN"))[0]
+        await run
+    finally:
+        await runner.close()
+    assert replier.errors == ["Stopped by an administrator after step 1."]
+
+
+async def test_feedback_is_kept_per_person_last_press_wins(tmp_path, model_server, company_file):
+    model_server.model.script("rate me", code_reply('final_answer("an answer")'))
+    runner = make_runner(tmp_path, model_server, company_file)
+    await runner.start()
+    try:
+        replier = await ask(runner, "hr: rate me", user="U_BOB")
+        task_id = replier.answer.task_id
+        assert task_id
+        assert await runner.record_feedback(task_id, platform="slack", user="U_BOB", value="negative")
+        assert await runner.record_feedback(task_id, platform="slack", user="U_BOB", value="positive")
+        assert await runner.record_feedback(task_id, platform="slack", user="U_EVE", value="negative",
+                                            comment="too short")
+        assert not await runner.record_feedback("forged-task", platform="slack", user="U_BOB", value="positive")
+        assert not await runner.record_feedback(task_id, platform="slack", user="U_BOB", value="meh")
+        kept = await runner.feedback_for(task_id)
+    finally:
+        await runner.close()
+    assert {u: r["value"] for u, r in kept.items()} == {"U_BOB": "positive", "U_EVE": "negative"}
+    assert kept["U_EVE"]["comment"] == "too short" and kept["U_EVE"]["department"] == "hr"
