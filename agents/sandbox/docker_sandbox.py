@@ -19,6 +19,8 @@ count against the container's memory limit.)
 from __future__ import annotations
 
 import datetime
+import functools
+import json
 import logging
 import os
 import socket
@@ -54,6 +56,8 @@ OUTPUT_ENTRIES = 1_024  # files and folders in OUTPUT_DIR (the tmpfs inode limit
 MIN_OUTPUT_MB = 16
 GVISOR_TASKS_PER_PROCESS = 8  # runsc: cgroup pids limit per allowed guest process (Sentry threads, ptrace stubs)
 ARCHIVE_CHUNK = 1 << 20
+#: The product's own seccomp profile (Docker's default, tightened: see the file's comment and SECURITY.md).
+SECCOMP_PROFILE = Path(__file__).with_name("seccomp.json")
 _ERRORS = (DockerException, requests.RequestException, OSError)
 
 #: The executor of a Docker sandbox is the shared one; the name stays for readers of older code.
@@ -82,6 +86,12 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+@functools.lru_cache(maxsize=1)
+def _seccomp_profile() -> str:
+    """The profile as the Engine API takes it: the JSON text itself (the CLI reads the file the same way)."""
+    return json.dumps(json.loads(SECCOMP_PROFILE.read_text()), separators=(",", ":"))
 
 
 class DockerAttachStream(ByteStream):
@@ -323,7 +333,7 @@ class DockerBackend(SandboxBackend):
             read_only=True,
             tmpfs={"/tmp": "rw,noexec,nosuid,nodev,size=64m,nr_inodes=4096"},
             cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
+            security_opt=["no-new-privileges", f"seccomp={_seccomp_profile()}"],
             pids_limit=pids,
             mem_limit=memory,
             memswap_limit=memory,
