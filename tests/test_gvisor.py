@@ -78,14 +78,14 @@ def gvisor(tmp_path_factory):
     require_docker_sandbox(settings)  # no engine or no image: skip, or fail under CI=true
     prov = DockerSandboxProvider(settings)
     seen: set[str] = set()  # every container the provider started, replaced ones included
-    new_container = prov._new_container
+    start_instance = prov.start_instance
 
     def recording(*args, **kwargs):
-        container = new_container(*args, **kwargs)
-        seen.add(container.cid)
-        return container
+        instance = start_instance(*args, **kwargs)
+        seen.add(instance.id)
+        return instance
 
-    prov._new_container = recording
+    prov.start_instance = recording
     prov.start()
     yield prov, seen
     prov.close()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from agents.sandbox.base import Sandbox, SandboxProvider, SandboxUnavailable
+from agents.sandbox.bridge import pause_step_clock
 from agents.settings import Settings
 
 
@@ -16,4 +17,4 @@ def make_provider(settings: Settings) -> SandboxProvider:
     return DockerSandboxProvider(settings)
 
 
-__all__ = ["Sandbox", "SandboxProvider", "SandboxUnavailable", "make_provider"]
+__all__ = ["Sandbox", "SandboxProvider", "SandboxUnavailable", "make_provider", "pause_step_clock"]

@@ -1,35 +1,26 @@
-"""Docker sandbox: one hardened container per task, a warm pool, and a JSON-lines channel.
+"""The Docker backend: one hardened container per task, on the shared sandbox core.
 
 Each container runs `inside.py`, a persistent Python process that has already imported smolagents when
 it is handed out, so a warm sandbox answers its first step in milliseconds. The host talks to it over
 the container's own stdin/stdout through the Docker attach socket (8-byte frame headers demultiplexed
-here): no network, no published port, no exec per step. Tools run on the host, in the calling thread,
-with the caller bound; only JSON crosses the boundary.
-
-Timeouts and crashes are handled from the host: the container is killed and replaced by a fresh one
-mounting the same task folders, and the model is told that Python state was reset.
+by DockerAttachStream): no network, no published port, no exec per step. The frame channel, the tool
+bridge, output collection and the pool are the shared core (channel.py, bridge.py, executor.py,
+output_mirror.py, pool.py); this module holds only what is Docker's.
 
 OUTPUT_DIR is not a host folder: it is an anonymous Docker volume backed by a size-limited tmpfs
 (AGENTDESK_MAX_FILES x AGENTDESK_MAX_FILE_MB, at most half the sandbox memory; noexec,nosuid,nodev; owned by
 the sandbox user, mode 0700) that lives and dies with its container, so the agent's code cannot fill the
-bot host's disk. Its files are copied to `host_output_dir` through Docker's archive API as an untrusted tar
-stream (only regular files and folders, names checked, count and bytes capped: outputs.py):
-  - after a step that changed the folder (the runner reports a fingerprint; the final step is left to
-    finish_outputs), so files survive an out-of-memory kill or crash of a later step;
-  - before a container is replaced after a timeout or a protocol breach (frozen with `docker pause` first);
-  - by finish_outputs(), which the task runner calls before collecting outputs.
-A replacement container is re-seeded from `host_output_dir` with put_archive before it is handed back.
-(Docker 20.10's archive API cannot see a HostConfig.Tmpfs mount, and refuses put_archive on a read-only
-root outside a volume: hence a tmpfs *volume*. Its pages count against the container's memory limit.)
+bot host's disk. Its files are copied out through Docker's archive API as an untrusted tar stream (only
+regular files and folders, names checked, count and bytes capped: outputs.py), and a replacement
+container is re-seeded with put_archive. (Docker 20.10's archive API cannot see a HostConfig.Tmpfs
+mount, and refuses put_archive on a read-only root outside a volume: hence a tmpfs *volume*. Its pages
+count against the container's memory limit.)
 """
 from __future__ import annotations
 
-import collections
 import datetime
-import json
 import logging
 import os
-import shutil
 import socket
 import struct
 import tarfile
@@ -44,16 +35,13 @@ import docker
 import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import DriverConfig, LogConfig, Mount, Ulimit
-from smolagents.local_python_executor import CodeOutput
-from smolagents.monitoring import AgentLogger, LogLevel
-from smolagents.utils import AgentExecutionError
 
-from agents.chat import Caller
-from agents.sandbox.base import Sandbox, SandboxProvider, SandboxUnavailable
+from agents.sandbox.base import SandboxUnavailable
+from agents.sandbox.channel import ByteStream, ChannelBreach, ChannelError, ChannelGone, ChannelTimeout, FrameChannel
+from agents.sandbox.executor import SandboxExecutionError, SandboxExecutor, SandboxInstance, SandboxLimits
 from agents.sandbox.outputs import extract_output_archive, pack_output_folder
+from agents.sandbox.pool import READY_TIMEOUT_S, SandboxBackend, SandboxPool
 from agents.settings import Settings
-from agents.telemetry import execution_span, set_output, tool_span
-from agents.tools import bind_caller
 
 log = logging.getLogger("agentdesk.sandbox")
 
@@ -61,44 +49,18 @@ LABEL = "agentdesk.sandbox"
 SANDBOX_UID = 65534
 INPUT_DIR = "/workspace/in"
 OUTPUT_DIR = "/workspace/out"
-MAX_MODEL_OUTPUT = 20_000  # characters of logs/errors handed to the model per step
-MAX_LINE_BYTES = 4_000_000  # a protocol line larger than this is treated as a runaway sandbox
-READY_TIMEOUT_S = 60.0
-CONTROL_TIMEOUT_S = 30.0
 ORPHAN_AGE_S = 600.0  # an exited sandbox of a live process older than this is swept
-TOOL_ERROR_CHARS = 2_000
 OUTPUT_ENTRIES = 1_024  # files and folders in OUTPUT_DIR (the tmpfs inode limit and the copy-out cap)
 MIN_OUTPUT_MB = 16
 GVISOR_TASKS_PER_PROCESS = 8  # runsc: cgroup pids limit per allowed guest process (Sentry threads, ptrace stubs)
 ARCHIVE_CHUNK = 1 << 20
-_QUIET = AgentLogger(level=LogLevel.OFF)
 _ERRORS = (DockerException, requests.RequestException, OSError)
 
+#: The executor of a Docker sandbox is the shared one; the name stays for readers of older code.
+DockerSandbox = SandboxExecutor
 
-class SandboxExecutionError(AgentExecutionError):
-    """A step failed in the sandbox; CodeAgent turns the message into an observation for the model."""
-
-    def __init__(self, message: str):
-        super().__init__(message, _QUIET)
-
-
-class _Gone(Exception):
-    """The container's process ended (EOF on its stdout)."""
-
-
-class _Timeout(Exception):
-    """No answer before the deadline."""
-
-
-class _Runaway(Exception):
-    """The container broke the protocol (oversized or malformed line)."""
-
-
-def _cap(text: str, limit: int = MAX_MODEL_OUTPUT) -> str:
-    if len(text) <= limit:
-        return text
-    half = limit // 2
-    return f"{text[:half]}\n[... {len(text) - limit} characters cut ...]\n{text[-half:]}"
+__all__ = ["DockerBackend", "DockerContainer", "DockerSandbox", "DockerSandboxProvider", "SandboxExecutionError",
+           "output_limit_bytes"]
 
 
 def _docker_host() -> str:
@@ -122,395 +84,184 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-class _Container:
-    """One started sandbox container, its task folders and its attached stdio channel."""
+class DockerAttachStream(ByteStream):
+    """A container's stdin/stdout/stderr over the attach socket: Docker's 8-byte frame headers removed."""
 
-    def __init__(self, client: docker.DockerClient, cid: str, sid: str, folder: Path, raw_sock: Any):
-        self.client = client
-        self.cid = cid
-        self.sid = sid
-        self.folder = folder
-        self._raw = raw_sock  # keeps the HTTP response (and the connection) alive
+    def __init__(self, raw_sock: Any):
+        super().__init__()
+        self._raw = raw_sock  # a SocketIO holding the HTTP response that owns the connection
         self._sock: socket.socket = getattr(raw_sock, "_sock", raw_sock)
-        self._frames = b""
-        self._lines = b""
-        self.stderr_tail: collections.deque[bytes] = collections.deque(maxlen=32)
-        self.killed_by_host = False
-        self.paused = False
+        self._buf = bytearray()
+        self._stream = 0
+        self._left = 0
+        self._eof = False
 
-    def send(self, message: dict) -> None:
-        self._sock.sendall(json.dumps(message, ensure_ascii=True).encode() + b"\n")
-
-    def receive(self, deadline: float) -> dict:
-        """The next JSON line from the runner's stdout; stderr frames are kept as a diagnostic tail."""
-        while b"\n" not in self._lines:
-            if len(self._lines) > MAX_LINE_BYTES:
-                raise _Runaway(f"the sandbox sent more than {MAX_LINE_BYTES // 1_000_000} MB in one message")
-            while len(self._frames) < 8 or len(self._frames) < 8 + struct.unpack(">I", self._frames[4:8])[0]:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise _Timeout()
-                self._sock.settimeout(remaining)
-                try:
-                    chunk = self._sock.recv(262144)
-                except socket.timeout:
-                    raise _Timeout() from None
-                except OSError as exc:
-                    raise _Gone(str(exc)) from exc
-                if not chunk:
-                    raise _Gone("end of stream")
-                self._frames += chunk
-            stream = self._frames[0]
-            size = struct.unpack(">I", self._frames[4:8])[0]
-            payload, self._frames = self._frames[8 : 8 + size], self._frames[8 + size :]
-            if stream == 1:
-                self._lines += payload
+    def _take_stdout(self) -> bytes:
+        out = bytearray()
+        while self._buf:
+            if self._left == 0:
+                if len(self._buf) < 8:
+                    break
+                self._stream = self._buf[0]
+                self._left = struct.unpack(">I", self._buf[4:8])[0]
+                del self._buf[:8]
+                continue
+            n = min(self._left, len(self._buf))
+            chunk = bytes(self._buf[:n])
+            del self._buf[:n]
+            self._left -= n
+            if self._stream == 1:
+                out += chunk
             else:
-                self.stderr_tail.append(payload[-2000:])
-        line, self._lines = self._lines.split(b"\n", 1)
+                self.stderr_tail.append(chunk[-2000:])
+        return bytes(out)
+
+    def read(self, timeout: float) -> bytes:
+        end = time.monotonic() + timeout
+        while True:
+            out = self._take_stdout()
+            if out or self._eof:
+                return out
+            left = end - time.monotonic()
+            try:
+                if left <= 0:
+                    self._sock.setblocking(False)
+                else:
+                    self._sock.settimeout(left)
+                chunk = self._sock.recv(262144)
+            except (socket.timeout, BlockingIOError):
+                raise ChannelTimeout() from None
+            except OSError as exc:
+                raise ChannelGone(str(exc)) from exc
+            if not chunk:
+                self._eof = True
+            self._buf += chunk
+
+    def write(self, data: bytes, timeout: float) -> None:
         try:
-            return json.loads(line)
-        except ValueError as exc:
-            raise _Runaway("the sandbox sent a malformed message") from exc
+            self._sock.settimeout(max(timeout, 0.001))
+            self._sock.sendall(data)
+        except socket.timeout:
+            raise ChannelTimeout() from None
+        except OSError as exc:
+            raise ChannelGone(str(exc)) from exc
 
-    def request(self, message: dict, timeout: float = CONTROL_TIMEOUT_S) -> dict:
-        self.send(message)
-        return self.receive(time.monotonic() + timeout)
-
-    def exit_status(self) -> tuple[int | None, bool]:
-        """(exit code, OOM-killed) after the process ended; (None, False) if Docker cannot say."""
+    def close(self) -> None:
+        """Shut the connection down first (other references to the socket keep its fd open, and dockerd would
+        keep streaming into it), then drop the socket and the HTTP response that owns it."""
         try:
-            code = self.client.api.wait(self.cid, timeout=10).get("StatusCode")
-            state = self.client.api.inspect_container(self.cid)["State"]
-            return code, bool(state.get("OOMKilled"))
-        except _ERRORS:
-            return None, False
-
-    def stderr_text(self) -> str:
-        return b"".join(self.stderr_tail).decode("utf-8", "replace")[-4000:]
-
-    def destroy(self, remove_folder: bool) -> None:
-        """Kill and remove the container (and its folders); never raises."""
-        self.killed_by_host = True
-        try:
-            self._sock.close()
+            self._sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
-        if self.paused:  # runsc cannot kill a paused sandbox: `rm -f` fails after 10 s and leaks its shim
+        for closable in (getattr(self._raw, "_response", None), self._raw, self._sock):
             try:
-                self.client.api.unpause(self.cid)
-            except _ERRORS:
+                if closable is not None:
+                    closable.close()
+            except (OSError, ValueError, AttributeError):
                 pass
-        try:
-            self.client.api.remove_container(self.cid, force=True, v=True)  # v: its OUTPUT_DIR volume too
-        except NotFound:
-            pass
-        except _ERRORS as exc:
-            log.warning("could not remove sandbox container %s: %s (it is swept at next start)", self.cid[:12], exc)
-        if remove_folder:
-            shutil.rmtree(self.folder, ignore_errors=True)
 
 
-class DockerSandbox(Sandbox):
-    """One task's executor backed by a container; replaced transparently after a timeout or a crash."""
+class DockerContainer(SandboxInstance):
+    """One started sandbox container: its id, task folder and attached channel."""
 
     input_dir = INPUT_DIR
     output_dir = OUTPUT_DIR
 
-    def __init__(self, provider: "DockerSandboxProvider", container: _Container, *,
-                 authorized_imports: list[str], step_timeout_s: float, caller: Caller):
-        self._provider = provider
-        self._container: _Container | None = container
-        self._imports = list(authorized_imports)
-        self.step_timeout_s = float(step_timeout_s)
-        self._caller = caller
-        self._folder = container.folder
-        self.host_input_dir = container.folder / "in"
-        self.host_output_dir = container.folder / "out"
-        self._tools: dict[str, Any] = {}
-        self._tools_message: dict | None = None
-        self._variables: dict[str, Any] = {}
-        self._lock = threading.Lock()
-        self._closed = False
-        #: Fingerprint of OUTPUT_DIR at the last copy to host_output_dir ("" = empty, None = unknown).
-        self._saved_state: str | None = ""
-        self._output_notices: list[str] = []
-        #: Mirrors LocalPythonExecutor.state["_print_outputs"], which CodeAgent reads when a step fails.
-        self.state: dict[str, Any] = {"_print_outputs": ""}
+    def __init__(self, client: docker.DockerClient, cid: str, sid: str, folder: Path, raw_sock: Any):
+        super().__init__(cid, folder, FrameChannel(DockerAttachStream(raw_sock)))
+        self.client = client
+        self.sid = sid
+        self.paused = False
+        self._kill_lock = threading.Lock()
+        self._killed = False
+        self._removed = False
 
     @property
-    def container_id(self) -> str | None:
-        return self._container.cid if self._container else None
+    def cid(self) -> str:
+        return self.id
 
-    def _init(self, container: _Container) -> None:
-        reply = container.request({"type": "init", "authorized_imports": self._imports})
-        if reply.get("type") != "ok":
-            raise SandboxUnavailable(f"the sandbox refused its configuration: {reply.get('message')}")
-
-    def _control(self, message: dict) -> None:
-        with self._lock:
-            self._ensure_container()
-            assert self._container is not None
+    def kill(self) -> None:
+        with self._kill_lock:
+            if self._killed:
+                return
+            self._killed = True
+        self.channel.close()  # a step reading the channel sees its end at once
+        if self.paused:  # runsc cannot kill a paused sandbox: `rm -f` fails after 10 s and leaks its shim
             try:
-                reply = self._container.request(message)
-            except (_Gone, _Timeout, _Runaway, OSError) as exc:
-                self._replace()
-                raise SandboxExecutionError(f"the sandbox stopped while being configured ({exc}); it was restarted")
-            if reply.get("type") != "ok":
-                raise SandboxExecutionError(str(reply.get("message")))
-
-    def send_tools(self, tools: dict[str, Any]) -> None:
-        """Tell the runner which tools to stub; the real tools stay here and run on the host."""
-        self._tools = {name: tool for name, tool in tools.items() if name != "final_answer"}
-        self._tools_message = {
-            "type": "tools",
-            "tools": [{"name": name, "inputs": list(getattr(tool, "inputs", {}) or {})}
-                      for name, tool in self._tools.items()],
-            "final_answer": "final_answer" in tools,
-        }
-        self._control(self._tools_message)
-
-    def send_variables(self, variables: dict[str, Any]) -> None:
-        """Send the JSON-able variables (others are skipped with a log line: no pickle crosses)."""
-        clean = {}
-        for name, value in variables.items():
-            try:
-                json.dumps(value)
-            except (TypeError, ValueError):
-                log.warning("variable %r (%s) is not JSON-able and is not sent to the sandbox", name, type(value).__name__)
-                continue
-            clean[name] = value
-        self._variables.update(clean)
-        if clean:
-            self._control({"type": "variables", "variables": clean})
-
-    def __call__(self, code_action: str) -> CodeOutput:
-        with self._lock:
-            if self._closed:
-                raise SandboxExecutionError("this sandbox was already cleaned up")
-            self._ensure_container()
-            assert self._container is not None
-            self.state["_print_outputs"] = ""
-            try:
-                with execution_span(code_action) as span:
-                    reply = self._run(self._container, code_action)
-                    set_output(span, reply.get("logs", ""))
-            except _Timeout:
-                self._replace(save_outputs=True)
-                raise SandboxExecutionError(
-                    f"The step timed out after {self.step_timeout_s:g} s and was stopped. The sandbox was restarted: "
-                    "Python state (variables, imports, functions) was reset; files in OUTPUT_DIR are kept. "
-                    "Write faster code or split the work into smaller steps."
-                ) from None
-            except _Gone:
-                message = self._death_message(self._container)
-                self._replace(save_outputs=False)
-                raise SandboxExecutionError(message) from None
-            except _Runaway as exc:
-                self._replace(save_outputs=True)
-                raise SandboxExecutionError(
-                    f"The step was stopped because {exc}. The sandbox was restarted and Python state was reset; "
-                    "print less or write large results to a file in OUTPUT_DIR."
-                ) from None
-            state = reply.get("out")
-            changed = isinstance(state, str) and state != self._saved_state and not reply.get("is_final_answer")
-            if changed and self._copy_outputs(self._container):  # so the files survive a crash of a later step
-                self._saved_state = state
-        logs = _cap(reply.get("logs") or "")
-        self.state["_print_outputs"] = logs
-        if reply.get("type") == "error":
-            raise SandboxExecutionError(_cap(str(reply.get("message"))))
-        if reply.get("type") != "result":
-            raise SandboxExecutionError(f"unexpected answer from the sandbox: {reply.get('type')!r}")
-        return CodeOutput(output=reply.get("output"), logs=logs, is_final_answer=bool(reply.get("is_final_answer")))
-
-    def _run(self, container: _Container, code: str) -> dict:
-        """Send the code, serve tool calls on the host, return the final message. Tool time is not counted."""
-        container.send({"type": "run", "code": code})
-        deadline = time.monotonic() + self.step_timeout_s
-        while True:
-            message = container.receive(deadline)
-            if message.get("type") != "tool_call":
-                return message
-            started = time.monotonic()
-            container.send(self._call_tool(str(message.get("name")), message.get("kwargs") or {}))
-            deadline += time.monotonic() - started
-
-    def _call_tool(self, name: str, kwargs: Any) -> dict:
-        tool = self._tools.get(name)
-        if tool is None:
-            return {"type": "tool_result", "ok": False, "error": f"no tool named {name!r}"}
-        if not isinstance(kwargs, dict):
-            return {"type": "tool_result", "ok": False, "error": "tool arguments must be keyword arguments"}
+                self.client.api.unpause(self.id)
+            except _ERRORS:
+                pass
         try:
-            with tool_span(name, kwargs) as span, bind_caller(self._caller):
-                value = tool(**kwargs)
-                set_output(span, value)
-        except Exception as exc:  # noqa: BLE001 - the model sees tool failures as exceptions in its code
-            log.info("tool %s failed: %s", name, type(exc).__name__)
-            return {"type": "tool_result", "ok": False, "error": _cap(f"{type(exc).__name__}: {exc}", TOOL_ERROR_CHARS)}
+            self.client.api.kill(self.id)
+        except _ERRORS:
+            pass  # not running any more, or gone: destroy() removes what is left
+
+    def destroy(self) -> None:
+        self.kill()
+        with self._kill_lock:
+            if self._removed:
+                return
+            self._removed = True
         try:
-            encoded = json.loads(json.dumps(value, default=str))
-        except (TypeError, ValueError):
-            encoded = str(value)
-        return {"type": "tool_result", "ok": True, "value": encoded}
+            self.client.api.remove_container(self.id, force=True, v=True)  # v: its OUTPUT_DIR volume too
+        except NotFound:
+            pass
+        except _ERRORS as exc:
+            log.warning("could not remove sandbox container %s: %s (it is swept at next start)", self.id[:12], exc)
 
-    def _death_message(self, container: _Container) -> str:
-        code, oom = container.exit_status()
-        stderr = container.stderr_text()
-        if stderr:
-            log.warning("sandbox %s ended (exit %s); stderr tail: %s", container.cid[:12], code, stderr[-1000:])
-        if oom or code == 137:
-            return (f"The sandbox ran out of memory ({self._provider.settings.sandbox_memory_mb} MB) and was "
-                    "restarted: Python state was reset; files in OUTPUT_DIR are kept as they were at the end of "
-                    "the previous step. Use less memory (process data in chunks, read only the columns you need; "
-                    "files in OUTPUT_DIR count towards the memory too).")
-        return (f"The sandbox process ended unexpectedly (exit code {code}) and was restarted: Python state "
-                "was reset; files in OUTPUT_DIR are kept as they were at the end of the previous step.")
-
-    # -- outputs --------------------------------------------------------------------------------------
-    def _copy_outputs(self, container: _Container) -> bool:
-        """Replace host_output_dir with the container's OUTPUT_DIR (read as an untrusted tar stream).
-
-        False (and host_output_dir unchanged) when the folder could not be read completely, or when the
-        container was not running by the end of the copy: its tmpfs is gone then, and Docker would have
-        served the empty folder of the image instead.
-        """
-        limit = output_limit_bytes(self._provider.settings)
-        staging = self._folder / f".out-{uuid.uuid4().hex[:8]}"
-        staging.mkdir(mode=0o700)
-        api = container.client.api
+    def freeze(self) -> None:
         try:
-            response = api._get(api._url("/containers/{0}/archive", container.cid),
-                                params={"path": OUTPUT_DIR}, stream=True)
+            self.client.api.pause(self.id)
+            self.paused = True
+        except _ERRORS:
+            pass
+
+    def exit_status(self) -> tuple[int | None, bool]:
+        try:
+            code = self.client.api.wait(self.id, timeout=10).get("StatusCode")
+            state = self.client.api.inspect_container(self.id)["State"]
+            return code, bool(state.get("OOMKilled"))
+        except _ERRORS:
+            return None, False
+
+    def read_outputs(self, staging: Path, *, max_entries: int, max_bytes: int) -> tuple[bool, list[str]]:
+        api = self.client.api
+        try:
+            response = api._get(api._url("/containers/{0}/archive", self.id), params={"path": OUTPUT_DIR}, stream=True)
             try:
                 api._raise_for_status(response)
                 complete, notices = extract_output_archive(
                     response.iter_content(ARCHIVE_CHUNK), staging, root_name=os.path.basename(OUTPUT_DIR),
-                    max_entries=OUTPUT_ENTRIES, max_bytes=limit)
+                    max_entries=max_entries, max_bytes=max_bytes)
             finally:
                 response.close()
-            running = bool(api.inspect_container(container.cid)["State"].get("Running"))
+            # a stopped container's tmpfs is gone: Docker would have served the image's empty folder instead
+            if complete and not api.inspect_container(self.id)["State"].get("Running"):
+                return False, ["the container had stopped"]
+            return complete, notices
         except _ERRORS as exc:
-            log.warning("could not copy the outputs of sandbox %s: %s", container.cid[:12], exc)
-            shutil.rmtree(staging, ignore_errors=True)
-            return False
-        if not complete or not running:
-            log.warning("outputs of sandbox %s not copied (%s)", container.cid[:12],
-                        "; ".join(notices) if not complete else "the container had stopped")
-            shutil.rmtree(staging, ignore_errors=True)
-            return False
-        old = self._folder / f".out-old-{uuid.uuid4().hex[:8]}"
-        if self.host_output_dir.exists():
-            os.rename(self.host_output_dir, old)
-        os.rename(staging, self.host_output_dir)
-        shutil.rmtree(old, ignore_errors=True)
-        self._output_notices = notices
-        return True
+            log.warning("could not copy the outputs of sandbox %s: %s", self.id[:12], exc)
+            return False, [str(exc)]
 
-    def _reseed_outputs(self, container: _Container) -> None:
-        """Put the files saved in host_output_dir back into a replacement container's OUTPUT_DIR."""
+    def write_outputs(self, source: Path, *, max_bytes: int) -> int:
         try:
-            if not any(self.host_output_dir.iterdir()):
-                return
-        except OSError:
-            return
-        try:
-            with tempfile.TemporaryFile(dir=self._folder) as archive:
-                count = pack_output_folder(self.host_output_dir, archive, uid=SANDBOX_UID,
-                                           max_bytes=output_limit_bytes(self._provider.settings))
+            with tempfile.TemporaryFile(dir=self.folder) as archive:
+                count = pack_output_folder(source, archive, uid=SANDBOX_UID, max_bytes=max_bytes)
                 archive.seek(0)
-                container.client.api.put_archive(container.cid, OUTPUT_DIR, archive)
-            log.info("restored %d output files into restarted sandbox %s", count, container.cid[:12])
-        except (*_ERRORS, tarfile.TarError) as exc:
-            log.warning("could not restore the output files into sandbox %s: %s", container.cid[:12], exc)
-
-    def finish_outputs(self) -> list[str]:
-        """Copy OUTPUT_DIR to host_output_dir now (the agent has stopped); notices for the person."""
-        with self._lock:
-            if self._closed:
-                return []
-            if self._container is None:
-                return [*self._output_notices,
-                        "the sandbox had stopped: output files are those saved at the end of its last good step"]
-            if not self._copy_outputs(self._container):
-                return [*self._output_notices,
-                        "some output files may be missing or out of date: the output folder could not be copied"]
-            self._saved_state = None
-            return list(self._output_notices)
-
-    def _replace(self, save_outputs: bool) -> None:
-        """Kill the current container and start a fresh one on the same folders, re-sending tools/variables.
-
-        save_outputs: the container is still alive (timeout, protocol breach): freeze it and copy its
-        OUTPUT_DIR out first. After a crash its tmpfs is already gone and the last copy is kept.
-        """
-        old, self._container = self._container, None
-        if old is not None:
-            if save_outputs:
-                try:
-                    old.client.api.pause(old.cid)
-                    old.paused = True
-                except _ERRORS:
-                    pass
-                self._copy_outputs(old)
-            self._saved_state = None
-            self._provider._forget(old)
-            self._provider._destroy_later(old)  # off the critical path: the model waits for the new one
-        try:
-            self._ensure_container()
-        except SandboxUnavailable as exc:
-            log.error("could not restart a sandbox: %s", exc)
-
-    def _ensure_container(self) -> None:
-        if self._container is not None:
-            return
-        if self._closed:
-            raise SandboxExecutionError("this sandbox was already cleaned up")
-        container = self._provider._new_container(self._folder)
-        try:
-            self._reseed_outputs(container)
-            self._init(container)
-            if self._tools_message:
-                if container.request(self._tools_message).get("type") != "ok":
-                    raise SandboxUnavailable("the restarted sandbox refused the tools")
-            if self._variables:
-                container.request({"type": "variables", "variables": self._variables})
-        except (_Gone, _Timeout, _Runaway, OSError, SandboxUnavailable) as exc:
-            self._provider._forget(container)
-            container.destroy(remove_folder=False)
-            raise SandboxExecutionError(f"the sandbox could not be restarted: {exc}") from None
-        self._container = container
-
-    def cleanup(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            container, self._container = self._container, None
-        if container is not None:
-            self._provider._forget(container)
-            container.destroy(remove_folder=False)
-        shutil.rmtree(self._folder, ignore_errors=True)
+                self.client.api.put_archive(self.id, OUTPUT_DIR, archive)
+            return count
+        except (DockerException, tarfile.TarError) as exc:
+            raise OSError(str(exc)) from exc
 
 
-class DockerSandboxProvider(SandboxProvider):
-    """Hands out hardened containers from a warm pool refilled in the background; thread-safe."""
+class DockerBackend(SandboxBackend):
+    """Starts, checks and sweeps hardened sandbox containers on the Docker engine."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, instance_id: str):
         self.settings = settings
-        self.instance_id = uuid.uuid4().hex[:12]
-        self.root = (Path(settings.data_dir) / "sandboxes").resolve()
+        self.instance_id = instance_id
         self._client: docker.DockerClient | None = None
         self._lock = threading.Lock()
-        self._pool: collections.deque[_Container] = collections.deque()
-        self._live: dict[str, _Container] = {}
-        self._wake = threading.Event()
-        self._filled = threading.Event()
-        self._closed = False
-        self._swept = False
-        self._reapers: list[threading.Thread] = []
-        self._thread: threading.Thread | None = None
 
     # -- engine ---------------------------------------------------------------------------------------
     def _docker(self) -> docker.DockerClient:
@@ -554,13 +305,10 @@ class DockerSandboxProvider(SandboxProvider):
             if runtime not in runtimes:
                 return False, (f"container runtime {runtime!r} (SANDBOX_RUNTIME) is not registered with dockerd; "
                                f"registered: {', '.join(sorted(runtimes))}")
-        with self._lock:
-            warm = len(self._pool)
-        return True, (f"Docker engine at {_docker_host()}, image {self.settings.sandbox_image} present, "
-                      f"{warm}/{self.settings.sandbox_pool_size} warm sandboxes")
+        return True, f"Docker engine at {_docker_host()}, image {self.settings.sandbox_image} present"
 
     # -- containers -----------------------------------------------------------------------------------
-    def _container_config(self, sid: str, folder: Path) -> dict[str, Any]:
+    def container_config(self, sid: str, folder: Path) -> dict[str, Any]:
         s = self.settings
         gvisor = s.sandbox_runtime == "runsc"
         # gVisor: the agent's processes and threads are capped by RLIMIT_NPROC, which the Sentry enforces per
@@ -625,155 +373,48 @@ class DockerSandboxProvider(SandboxProvider):
             f"{LABEL}.pid": str(os.getpid()),
         }
 
-    def _make_folder(self, sid: str) -> Path:
-        folder = self.root / sid
-        (folder / "in").mkdir(parents=True, mode=0o755)
-        (folder / "out").mkdir(mode=0o700)  # host-side copy of OUTPUT_DIR; never mounted into a container
-        os.chmod(folder, 0o755)
-        os.chmod(folder / "in", 0o755)
-        return folder
-
-    def _new_container(self, folder: Path | None = None) -> _Container:
+    def start(self, sid: str, folder: Path) -> DockerContainer:
         """Create, attach and start a container, then wait until its runner is ready (blocking)."""
-        if self._closed:
-            raise SandboxUnavailable("the sandbox provider is shut down")
         client = self._docker()
-        sid = uuid.uuid4().hex[:12] if folder is None else f"{folder.name}-{uuid.uuid4().hex[:4]}"
-        if folder is None:
-            folder = self._make_folder(sid)
         cid = None
+        container: DockerContainer | None = None
         try:
-            cid = client.api.create_container(**self._container_config(sid, folder))["Id"]
+            cid = client.api.create_container(**self.container_config(sid, folder))["Id"]
             raw = client.api.attach_socket(cid, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
-            container = _Container(client, cid, sid, folder, raw)
-            with self._lock:
-                self._live[cid] = container
+            container = DockerContainer(client, cid, sid, folder, raw)
             client.api.start(cid)
-            ready = container.receive(time.monotonic() + READY_TIMEOUT_S)
+            ready = container.channel.receive(time.monotonic() + READY_TIMEOUT_S)
             if ready.get("type") != "ready":
-                raise _Runaway(f"unexpected first message {ready.get('type')!r}")
+                raise ChannelBreach(f"unexpected first message {str(ready.get('type'))[:40]!r}")
             return container
         except ImageNotFound as exc:
-            self._abort(client, cid, folder)
+            self._abort(client, cid, container)
             raise SandboxUnavailable(self._image_missing_message()) from exc
         except APIError as exc:
-            self._abort(client, cid, folder)
+            self._abort(client, cid, container)
             if exc.status_code == 404 and "image" in str(exc).lower():
                 raise SandboxUnavailable(self._image_missing_message()) from exc
             raise SandboxUnavailable(f"Docker refused to start a sandbox: {exc.explanation or exc}") from exc
-        except (_Gone, _Timeout, _Runaway) as exc:
-            self._abort(client, cid, folder)
+        except ChannelError as exc:
+            self._abort(client, cid, container)
             raise SandboxUnavailable(f"a sandbox container did not become ready ({exc or type(exc).__name__})") from exc
         except _ERRORS as exc:
-            self._abort(client, cid, folder)
+            self._abort(client, cid, container)
             raise SandboxUnavailable(f"{self._engine_down_message()} ({exc})") from exc
 
-    def _abort(self, client: docker.DockerClient, cid: str | None, folder: Path) -> None:
-        if cid is not None:
-            with self._lock:
-                self._live.pop(cid, None)
+    @staticmethod
+    def _abort(client: docker.DockerClient, cid: str | None, container: DockerContainer | None) -> None:
+        if container is not None:
+            container.destroy()
+        elif cid is not None:
             try:
                 client.api.remove_container(cid, force=True, v=True)
             except _ERRORS:
                 pass
-        if folder.parent == self.root and not any(c.folder == folder for c in self._live_snapshot()):
-            shutil.rmtree(folder, ignore_errors=True)
 
-    def _live_snapshot(self) -> list[_Container]:
-        with self._lock:
-            return list(self._live.values())
-
-    def _forget(self, container: _Container) -> None:
-        with self._lock:
-            self._live.pop(container.cid, None)
-
-    def _destroy_later(self, container: _Container) -> None:
-        """Remove a replaced container in the background (close() waits for these)."""
-        container.killed_by_host = True
-        thread = threading.Thread(target=container.destroy, kwargs={"remove_folder": False},
-                                  name="sandbox-reaper", daemon=True)
-        with self._lock:
-            self._reapers = [t for t in self._reapers if t.is_alive()] + [thread]
-        thread.start()
-
-    # -- pool -----------------------------------------------------------------------------------------
-    def acquire(self, *, authorized_imports: list[str], step_timeout_s: float, caller: Caller) -> Sandbox:
-        if self._closed:
-            raise SandboxUnavailable("the sandbox provider is shut down")
-        while True:
-            with self._lock:
-                container = self._pool.popleft() if self._pool else None
-            self._wake.set()
-            if container is None:
-                container = self._new_container()
-            sandbox = DockerSandbox(self, container, authorized_imports=authorized_imports,
-                                    step_timeout_s=step_timeout_s, caller=caller)
-            try:
-                sandbox._init(container)
-                return sandbox
-            except (_Gone, _Timeout, _Runaway, OSError) as exc:
-                log.warning("discarding a dead warm sandbox %s: %s", container.cid[:12], exc)
-                self._forget(container)
-                container.destroy(remove_folder=True)
-            except SandboxUnavailable:
-                self._forget(container)
-                container.destroy(remove_folder=True)
-                raise
-
-    def start(self) -> None:
-        """Sweep leftovers and warm the pool. If the engine is not ready yet the refill thread still starts:
-        it retries with backoff, fills the pool (and sweeps) once the engine answers."""
-        ready, why = self.check()
-        if ready:
-            self.sweep()
-            self._swept = True
-        else:
-            log.error("sandbox not ready: %s (the warm pool is filled once it is)", why)
-        if self._thread is None and self.settings.sandbox_pool_size > 0:
-            self._thread = threading.Thread(target=self._refill_loop, name="sandbox-pool", daemon=True)
-            self._thread.start()
-            self._wake.set()
-            if ready:
-                self._filled.wait(timeout=READY_TIMEOUT_S * 2)
-
-    def _refill_loop(self) -> None:
-        backoff = 0.0
-        while not self._closed:
-            self._wake.wait(timeout=backoff or 5.0)
-            self._wake.clear()
-            while not self._closed:
-                with self._lock:
-                    missing = self.settings.sandbox_pool_size - len(self._pool)
-                if missing <= 0:
-                    self._filled.set()
-                    backoff = 0.0
-                    break
-                try:
-                    container = self._new_container()
-                except SandboxUnavailable as exc:
-                    if not backoff:
-                        log.error("cannot warm the sandbox pool: %s", exc)
-                    backoff = min(max(backoff * 2, 2.0), 60.0)
-                    self._filled.set()
-                    break
-                with self._lock:
-                    if self._closed:
-                        closed = True
-                    else:
-                        closed = False
-                        self._pool.append(container)
-                if closed:
-                    self._forget(container)
-                    container.destroy(remove_folder=True)
-                elif not self._swept:  # the engine was down at start: sweep now that it answers
-                    self._swept = True
-                    try:
-                        self.sweep()
-                    except SandboxUnavailable:
-                        self._swept = False
-
-    def sweep(self) -> int:
-        """Remove labelled containers left by dead processes and sandbox folders nobody uses."""
+    # -- leftovers ------------------------------------------------------------------------------------
+    def sweep(self, live_ids: set[str]) -> set[str] | None:
+        """Remove labelled containers left by dead processes and their dangling OUTPUT_DIR volumes."""
         client = self._docker()
         removed = 0
         keep: set[str] = set()
@@ -782,11 +423,10 @@ class DockerSandboxProvider(SandboxProvider):
             found = client.api.containers(all=True, filters={"label": f"{LABEL}=1"})
         except _ERRORS as exc:
             log.warning("could not list leftover sandboxes: %s", exc)
-            return 0
-        mine = {c.cid for c in self._live_snapshot()}
+            return None
         for info in found:
             labels = info.get("Labels") or {}
-            if info["Id"] in mine or not self._is_orphan(client, info, host):
+            if info["Id"] in live_ids or not self._is_orphan(client, info, host):
                 keep.add(labels.get(f"{LABEL}.id", "").split("-")[0])
                 continue
             try:
@@ -806,16 +446,9 @@ class DockerSandboxProvider(SandboxProvider):
                 client.api.remove_volume(volume["Name"])
             except _ERRORS:
                 pass  # in use again (another process just mounted it) or already gone
-        keep |= {c.folder.name for c in self._live_snapshot()}
-        if self.root.is_dir():
-            now = time.time()
-            for folder in self.root.iterdir():
-                # a folder younger than a minute may belong to a container another process is creating
-                if folder.name not in keep and now - folder.stat().st_mtime > 60:
-                    shutil.rmtree(folder, ignore_errors=True)
         if removed:
             log.info("removed %d leftover sandbox containers", removed)
-        return removed
+        return keep
 
     @staticmethod
     def _is_orphan(client: docker.DockerClient, info: dict, host: str) -> bool:
@@ -834,26 +467,17 @@ class DockerSandboxProvider(SandboxProvider):
         return (datetime.datetime.now(datetime.timezone.utc) - ended).total_seconds() > ORPHAN_AGE_S
 
     def close(self) -> None:
-        self._closed = True
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=READY_TIMEOUT_S + 5)
-            self._thread = None
-        with self._lock:
-            victims = list(self._live.values())
-            reapers = list(self._reapers)
-            self._pool.clear()
-            self._live.clear()
-        for container in victims:
-            container.destroy(remove_folder=True)
-        for thread in reapers:
-            thread.join(timeout=CONTROL_TIMEOUT_S)
         with self._lock:
             client, self._client = self._client, None
         if client is not None:
             client.close()
 
-    @property
-    def warm(self) -> int:
-        with self._lock:
-            return len(self._pool)
+
+class DockerSandboxProvider(SandboxPool):
+    """SANDBOX=docker: the shared pool over DockerBackend."""
+
+    def __init__(self, settings: Settings):
+        instance_id = uuid.uuid4().hex[:12]
+        limits = SandboxLimits(memory_mb=settings.sandbox_memory_mb, output_bytes=output_limit_bytes(settings),
+                               output_entries=OUTPUT_ENTRIES)
+        super().__init__(settings, DockerBackend(settings, instance_id), limits, instance_id=instance_id)
