@@ -54,6 +54,17 @@ FEEDBACK_VALUES = ("positive", "negative")
 _THOUGHT = re.compile(r"Thought:\s*(.+?)(?:\n|<code>|$)", re.S)
 
 
+def unavailable_departments(company: Company, sandboxes: SandboxProvider) -> dict[str, list[str]]:
+    """Departments whose authorized imports this sandbox cannot provide (SANDBOX=wasm has the standard
+    library only): name -> the missing modules. Checked when the company is loaded, not mid-run."""
+    found = {}
+    for name, dept in company.departments.items():
+        missing = sandboxes.missing_imports(list(dept.authorized_imports))
+        if missing:
+            found[name] = missing
+    return found
+
+
 class TaskRunner:
     def __init__(
         self,
@@ -67,6 +78,11 @@ class TaskRunner:
         self.company = company or load_company(settings.config_path)
         self.store = StateStore(settings.data_dir)
         self.sandboxes = sandboxes or make_provider(settings)
+        self.unavailable = unavailable_departments(self.company, self.sandboxes)
+        for name, missing in self.unavailable.items():
+            log.error("department %s cannot run with SANDBOX=%s: its authorized_imports %s are not available in "
+                      "that sandbox (it has the standard library only); use SANDBOX=docker or remove them from %s",
+                      name, settings.sandbox, ", ".join(missing), settings.config_path)
         self.model_factory = model_factory or self._shared_model
         self._model: Model | None = None
         self._model_lock = threading.Lock()
@@ -302,6 +318,13 @@ class TaskRunner:
         sandbox: Sandbox | None = None
         status = "error"
         try:
+            if dept.name in self.unavailable:
+                await self._safe(replier.error(
+                    f"The {dept.name} department can't run here: it needs {', '.join(self.unavailable[dept.name])}, "
+                    f"which this bot's code sandbox ({self.settings.sandbox}) does not have. The people who run this "
+                    "bot have been told."))
+                status = "sandbox_unavailable"
+                return status
             try:
                 with tracer.start_as_current_span("agentdesk.sandbox.acquire"):
                     t0 = time.monotonic()

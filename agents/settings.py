@@ -75,7 +75,7 @@ class Settings:
     model_timeout_s: float = 120.0
     model_max_retries: int = 4
     # sandbox
-    sandbox: str = "docker"  # docker | local
+    sandbox: str = "docker"  # docker | wasm | local
     sandbox_image: str = "agentdesk-sandbox:latest"
     sandbox_pool_size: int = 2
     sandbox_runtime: str | None = None  # e.g. runsc
@@ -110,8 +110,8 @@ class Settings:
         if step_updates not in {"replies", "stream", "edit", "off"}:
             raise SettingsError("SLACK_STEP_UPDATES must be one of replies, stream, edit, off")
         sandbox = (_env("SANDBOX", "docker") or "docker").lower()
-        if sandbox not in {"docker", "local"}:
-            raise SettingsError("SANDBOX must be 'docker' or 'local'")
+        if sandbox not in {"docker", "wasm", "local"}:
+            raise SettingsError("SANDBOX must be 'docker', 'wasm' or 'local'")
         trace_content = (_env("AGENTDESK_TRACE_CONTENT", "redacted") or "redacted").lower()
         if trace_content not in {"full", "redacted", "off"}:
             raise SettingsError("AGENTDESK_TRACE_CONTENT must be one of full, redacted, off")
@@ -194,9 +194,9 @@ ENVIRONMENT = {
     "HF_TOKEN": "Hugging Face token, used when MODEL_API_BASE is unset",
     "MODEL_TIMEOUT_S": "seconds per model call (default 120)",
     "MODEL_MAX_RETRIES": "retries on 429/5xx/timeouts with backoff (default 4)",
-    "SANDBOX": "docker (default) or local (development only)",
+    "SANDBOX": "docker (default), wasm (Pyodide on Deno, no Docker needed) or local (development only)",
     "SANDBOX_IMAGE": "sandbox image name (default agentdesk-sandbox:latest)",
-    "SANDBOX_POOL_SIZE": "warm sandbox containers kept ready (default 2)",
+    "SANDBOX_POOL_SIZE": "warm sandboxes (containers or Wasm processes) kept ready (default 2)",
     "SANDBOX_RUNTIME": "optional container runtime, e.g. runsc (gVisor)",
     "SANDBOX_MEMORY_MB": "memory limit per sandbox (default 512)",
     "SANDBOX_CPUS": "CPU limit per sandbox (default 1.0)",

@@ -39,7 +39,17 @@ def cmd_ask(args: argparse.Namespace) -> int:
     from agents.telemetry import request_span
     from bots.terminal import TerminalReplier
 
+    import dataclasses
+
+    from bots.emulator.dev import NoSandbox, choose_sandbox
+
     settings = _settings()
+    try:  # no Docker engine: the WebAssembly sandbox, said on stderr so stdout stays the answer
+        sandbox, _ = choose_sandbox(settings, lambda line: print(line, file=sys.stderr))
+    except NoSandbox as exc:
+        print(f"agentdesk ask: {exc}", file=sys.stderr)
+        return 2
+    settings = dataclasses.replace(settings, sandbox=sandbox)
     files = []
     for name in args.file or []:
         path = Path(name)

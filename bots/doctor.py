@@ -95,6 +95,14 @@ def check_departments(settings: Settings, report: Report) -> None:
         return
     names = ", ".join(sorted(company.departments))
     report.add(OK, "departments file", f"{settings.config_path}: {len(company.departments)} departments ({names})")
+    if settings.sandbox == "wasm":
+        from agents.runner import unavailable_departments
+        from agents.sandbox import make_provider
+
+        for name, missing in unavailable_departments(company, make_provider(settings)).items():
+            report.add(WARN, f"department {name}", f"needs {', '.join(missing)}, which SANDBOX=wasm does not have "
+                       "(standard library only): it answers that it can't run here",
+                       "use SANDBOX=docker, or remove those modules from its authorized_imports")
 
 
 def check_slack(settings: Settings, report: Report) -> None:
@@ -195,6 +203,9 @@ def check_sandbox(settings: Settings, report: Report) -> None:
         pool.shutdown(wait=False)
     if ok:
         report.add(OK, "sandbox", detail)
+        return
+    if settings.sandbox == "wasm":
+        report.add(FAIL, "sandbox", detail, "run scripts/install_wasm.sh (Deno from PyPI, Pyodide from npm)")
         return
     fix = ("run `agentdesk sandbox build`" if "image" in detail and "missing" in detail
            else "start the Docker engine (or set DOCKER_HOST to a reachable engine), then `agentdesk sandbox build`")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one test command (README and .ci/run): installs what the tests need, then runs pytest.
 # Installs the project into .venv, starts a Docker engine when none runs (Debian docker.io + dockerd),
-# builds the sandbox image offline-capable, installs Debian's chromium for the browser tests.
+# builds the sandbox image offline-capable, installs the WebAssembly sandbox (Deno from PyPI, Pyodide from
+# npm, Debian's npm when missing), installs Debian's chromium for the browser tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,7 +15,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 step "installing agentdesk and test dependencies"
 .venv/bin/pip install --quiet --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/pip install --quiet -e '.[test]' 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/pip install --quiet -e '.[test,bench]' 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -c "import agents, bots, smolagents, slack_bolt, botbuilder.core" \
   || { echo "dependency install failed" >&2; exit 1; }
 
@@ -23,6 +24,9 @@ bash scripts/ensure_docker.sh
 
 step "sandbox image"
 .venv/bin/agentdesk sandbox build
+
+step "WebAssembly sandbox (Deno + Pyodide)"
+bash scripts/install_wasm.sh
 
 if ! command -v chromium >/dev/null 2>&1; then
   step "installing Debian's chromium for the browser tests"

@@ -1,4 +1,4 @@
-"""Code sandboxes: Docker (default, hardened containers) or local (development only)."""
+"""Code sandboxes: Docker (default, hardened containers), WebAssembly (Pyodide on Deno) or local (development only)."""
 from __future__ import annotations
 
 from agents.sandbox.base import Sandbox, SandboxProvider, SandboxUnavailable
@@ -12,6 +12,10 @@ def make_provider(settings: Settings) -> SandboxProvider:
         from agents.sandbox.local_sandbox import LocalSandboxProvider
 
         return LocalSandboxProvider(settings)
+    if settings.sandbox == "wasm":
+        from agents.sandbox.wasm_sandbox import WasmSandboxProvider
+
+        return WasmSandboxProvider(settings)
     from agents.sandbox.docker_sandbox import DockerSandboxProvider
 
     return DockerSandboxProvider(settings)

@@ -60,6 +60,11 @@ class SandboxProvider(ABC):
     def check(self) -> tuple[bool, str]:
         """(ready, explanation) for /readyz and `agentdesk doctor`; cheap, blocking."""
 
+    def missing_imports(self, imports: list[str]) -> list[str]:
+        """Authorized imports this kind of sandbox cannot provide (checked when departments are loaded, so a
+        department is refused at start rather than failing mid-run). Default: none."""
+        return []
+
     def start(self) -> None:
         """Sweep leftovers and warm the pool (blocking)."""
 

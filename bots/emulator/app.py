@@ -75,12 +75,22 @@ def sandbox_banner(reason: str | None) -> Banner:
         "DOCKER_HOST), unset SANDBOX, and restart agentdesk dev; it builds the sandbox image on first use.")
 
 
+def wasm_banner(reason: str | None) -> Banner:
+    return Banner(
+        "info", "Code runs in the WebAssembly sandbox (Pyodide on Deno).",
+        f"{reason or 'SANDBOX=wasm is set'}. It has no network and no host files, and only Python's standard "
+        "library: departments that need pandas, numpy or matplotlib answer that they can't run here. Start "
+        "Docker and restart agentdesk dev for the full sandbox.")
+
+
 class Emulator:
     def __init__(self, settings: Settings, sandbox_reason: str | None = None) -> None:
         self.settings = settings
         self.banners: list[Banner] = []
         if settings.sandbox == "local":
             self.banners.append(sandbox_banner(sandbox_reason))
+        elif settings.sandbox == "wasm":
+            self.banners.append(wasm_banner(sandbox_reason))
         if not settings.model_configured:
             self.banners.append(MODEL_HOWTO)
         self.url = self_url(settings)

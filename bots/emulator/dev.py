@@ -4,7 +4,8 @@ No Slack or Teams credentials are needed: dev makes a random signing secret and 
 bot's Slack Web API at the emulator, and accepts unsigned Teams activities from the emulator's own
 connector only. Real platform credentials in the environment are ignored here (dev never talks to Slack
 or Teams). Code runs in the Docker sandbox when an engine answers (the image is built on first use), else
-in the local interpreter, with a warning on the page.
+in the WebAssembly sandbox (Pyodide on Deno, installed on first use), with a note saying so; the local
+interpreter (no isolation) only when SANDBOX=local asks for it.
 """
 from __future__ import annotations
 
@@ -35,10 +36,18 @@ def emulator_settings(settings: Settings, *, sandbox: str | None = None) -> Sett
     )
 
 
+class NoSandbox(RuntimeError):
+    """Neither Docker nor the WebAssembly sandbox can run code here; the message says what to do."""
+
+
 def choose_sandbox(settings: Settings, say: Callable[[str], None]) -> tuple[str, str | None]:
-    """Docker when an engine answers (building the image on first use), else local; returns (sandbox, why local)."""
+    """Docker when an engine answers (building the image on first use), else WebAssembly; local only when
+    SANDBOX=local. Returns (sandbox, why not Docker); raises NoSandbox when nothing isolating can run."""
     if settings.sandbox == "local":
         return "local", "You set SANDBOX=local"
+    if settings.sandbox == "wasm":
+        _ensure_wasm(say, "You set SANDBOX=wasm")
+        return "wasm", "You set SANDBOX=wasm"
     reason = _engine_problem()
     if reason is None:
         from agents.sandbox.image import build_image, image_exists
@@ -51,10 +60,23 @@ def choose_sandbox(settings: Settings, say: Callable[[str], None]) -> tuple[str,
             build_image(settings, progress=lambda line: say(f"  {line}"))
             say(f"sandbox image {settings.sandbox_image} built")
             return "docker", None
-        except Exception as exc:  # noqa: BLE001 - any build failure falls back to local, loudly
+        except Exception as exc:  # noqa: BLE001 - any build failure falls back to Wasm, with a note
             reason = f"Building the sandbox image failed: {exc}"
-    say(f"WARNING: {reason}; running agents' code with SANDBOX=local (no isolation, development only)")
-    return "local", reason
+    _ensure_wasm(say, reason)
+    say(f"NOTE: {reason}; running agents' code in the WebAssembly sandbox (SANDBOX=wasm: Pyodide on Deno, "
+        "no network, no host files, standard library only)")
+    return "wasm", reason
+
+
+def _ensure_wasm(say: Callable[[str], None], why: str) -> None:
+    from agents.sandbox.wasm_runtime import install
+
+    try:
+        install(progress=lambda line: say(f"  {line}"))
+    except Exception as exc:  # noqa: BLE001 - npm, pip or Deno failures all end in the same advice
+        raise NoSandbox(f"{why}, and the WebAssembly sandbox could not be installed ({exc}). Start Docker (or set "
+                        "DOCKER_HOST), or run scripts/dev.sh, which installs Deno and Pyodide; SANDBOX=local runs "
+                        "code without any isolation (development only)") from exc
 
 
 def _engine_problem() -> str | None:
@@ -86,7 +108,11 @@ def run_dev(settings: Settings | None = None, out: TextIO = sys.stdout) -> int:
     except SettingsError as exc:
         say(f"configuration error: {exc}")
         return 2
-    sandbox, reason = choose_sandbox(settings, say)
+    try:
+        sandbox, reason = choose_sandbox(settings, say)
+    except NoSandbox as exc:
+        say(f"agentdesk dev could not start: {exc}")
+        return 2
     dev = emulator_settings(settings, sandbox=sandbox)
     if not dev.model_configured:
         say("WARNING: no model configured; the page shows how to set one "
