@@ -391,7 +391,7 @@ def _access(prefix: str, raw: Any) -> tuple[AccessPolicy, list[str]]:
     return AccessPolicy(restricted=restricted, **lists), errors + check.errors
 
 
-def _department(name: str, raw: Any, file: Path) -> tuple[Department | None, list[str]]:
+def _department(name: str, raw: Any, file: Path, sub_agents: Any = ()) -> tuple[Department | None, list[str]]:
     prefix = f"{file}: [departments.{name}]"
     if not _NAME_RE.match(name):
         return None, [
@@ -427,6 +427,11 @@ def _department(name: str, raw: Any, file: Path) -> tuple[Department | None, lis
     agent = check.choice("agent", AGENT_KINDS, "code")
     managed = check.strings("managed_agents", pattern=_NAME_RE, what="a sub-agent name from an [agents.<name>] table")
     code_tags = check.choice("code_block_tags", CODE_TAGS, None)
+    for managed_name in managed:
+        if managed_name not in sub_agents:
+            hint = difflib.get_close_matches(managed_name, sorted(sub_agents), n=1)
+            check.fail("managed_agents", f"names {_show(managed_name)}, but there is no [agents.{managed_name}] table"
+                       + (f' (did you mean "{hint[0]}"?)' if hint else ""))
     access, access_errors = _access(prefix, raw.get("access"))
     errors += check.errors + access_errors
     if errors:
@@ -559,15 +564,10 @@ def load_company(path: Path | str) -> Company:
 
     departments: dict[str, Department] = {}
     for name, raw in raw_departments.items():
-        department, department_errors = _department(name, raw, path)
+        department, department_errors = _department(name, raw, path, raw_agents)
         errors += department_errors
         if department is not None:
             departments[name] = dataclasses.replace(department, egress=egress)
-            for managed in department.managed_agents:
-                if managed not in sub_agents and managed not in raw_agents:
-                    hint = difflib.get_close_matches(managed, sorted(raw_agents), n=1)
-                    errors.append(f"{path}: [departments.{name}] managed_agents names {_show(managed)}, but there is no "
-                                  f"[agents.{managed}] table" + (f' (did you mean "{hint[0]}"?)' if hint else ""))
 
     owner: dict[str, str] = {}
     for department in departments.values():
