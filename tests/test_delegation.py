@@ -5,6 +5,7 @@ loopback SearXNG stand-in (allowed by the test company's [egress] allow_private)
 """
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 
 import pytest
@@ -14,6 +15,7 @@ from agents.runner import TaskRunner
 from agents.telemetry import flush_tracing, setup_tracing, shutdown_tracing
 from tests.standins.model_server import ModelServer, ScriptedModel, code_reply, tool_reply
 from tests.standins.otlp_receiver import OtlpReceiver
+from tests.sandbox_support import require_docker_sandbox
 from tests.standins.search_server import SearchStandIn
 from tests.support import RecordingReplier, chat_request, make_settings
 
@@ -69,22 +71,26 @@ def script_research(model_server, search) -> str:
         "competitor check qx41",
         code_reply('report = web_research(task="Find the launch price of the Airwise AW-3 sensor")\nprint(report)',
                    "I will ask web_research about the competitor."),
-        code_reply('final_answer("Airwise sells the AW-3 at $149 per unit. " + report[-60:])'),
+        code_reply('final_answer("Airwise sells the AW-3 at $179 per unit. " + report[-60:])'),
     )
     model_server.model.script(
         "launch price of the Airwise AW-3",
         tool_reply("web_search", query="Airwise AW-3 price"),
         tool_reply("visit_webpage", url=page),
-        tool_reply("final_answer", answer=f"The AW-3 costs $149 per unit (source: {page})"),
+        tool_reply("final_answer", answer=f"The AW-3 costs $179 per unit (source: {page})"),
     )
     return page
 
 
-async def test_marketing_delegates_research_and_shows_nested_steps_and_sources(tmp_path, model_server, search):
+@pytest.mark.parametrize("sandbox", ["local", pytest.param("docker", marks=pytest.mark.docker)])
+async def test_marketing_delegates_research_and_shows_nested_steps_and_sources(tmp_path, model_server, search, sandbox):
+    """The sandboxed code calls web_research through the tool bridge; the sub-agent and its tools run on the host."""
     (tmp_path / "departments.toml").write_text(COMPANY)
+    settings = make_settings(tmp_path, model_server.base_url, sandbox=sandbox, config_path=tmp_path / "departments.toml")
+    if sandbox == "docker":
+        require_docker_sandbox(settings)
     receiver = OtlpReceiver().__enter__()
-    settings = make_settings(tmp_path, model_server.base_url, sandbox="local",
-                             config_path=tmp_path / "departments.toml", otlp_endpoint=receiver.url)
+    settings = dataclasses.replace(settings, otlp_endpoint=receiver.url)
     setup_tracing(settings)
     try:
         page = script_research(model_server, search)
@@ -96,7 +102,7 @@ async def test_marketing_delegates_research_and_shows_nested_steps_and_sources(t
         receiver.__exit__()
 
     assert replier.errors == []
-    assert replier.answer.text.startswith("Airwise sells the AW-3 at $149 per unit.")
+    assert replier.answer.text.startswith("Airwise sells the AW-3 at $179 per unit.")
     where = [(s.where, s.step_number, s.title) for s in replier.steps]
     assert where == [
         ("marketing › web_research", 1, "searching “Airwise AW-3 price”"),
@@ -105,7 +111,7 @@ async def test_marketing_delegates_research_and_shows_nested_steps_and_sources(t
         ("marketing", 1, "I will ask web_research about the competitor"),
         ("marketing", 2, "Final answer"),
     ]
-    assert "$149 per unit" in replier.steps[1].observation  # the page, fetched on the host
+    assert "$179 per unit" in replier.steps[1].observation  # the page, fetched on the host
     assert any(q.get("q") == "Airwise AW-3 price" for q in search.queries)
     assert page in {s.url for s in replier.steps[1].sources}
     assert page in {s.url for s in replier.answer.sources}
@@ -119,6 +125,45 @@ async def test_marketing_delegates_research_and_shows_nested_steps_and_sources(t
         parent = by_id[parent].parent_id
     assert "Step 1" in chain and "marketing_agent.run" in chain, chain
     assert any(s.name == "Step 2" and s.parent_id == sub_run.span_id for s in spans)
+
+
+async def test_a_code_sub_agent_runs_in_its_own_sandbox_as_the_caller(tmp_path, model_server):
+    (tmp_path / "departments.toml").write_text(COMPANY.replace('managed_agents = ["web_research"]',
+                                                               'managed_agents = ["web_research", "analyst"]') + textwrap.dedent(
+        """
+        [agents.analyst]
+        kind = "code"
+        description = "Runs Python to analyse numbers"
+        tools = ["tests.company_tools:whoami"]
+        max_steps = 2
+        """))
+    model_server.model.script(
+        "delegate code qx44",
+        code_reply('print(analyst(task="Say who asked and where you run qx45"))'),
+        code_reply('final_answer("done")'),
+    )
+    model_server.model.script("where you run qx45", code_reply('final_answer("asked by " + whoami())'))
+    settings = make_settings(tmp_path, model_server.base_url, sandbox="local", config_path=tmp_path / "departments.toml")
+    runner = TaskRunner(settings)
+    acquired = []
+    original = runner.sandboxes.acquire
+
+    def acquire(**kwargs):
+        acquired.append(original(**kwargs))
+        return acquired[-1]
+
+    runner.sandboxes.acquire = acquire
+    await runner.start()
+    replier = RecordingReplier()
+    try:
+        await runner.handle(chat_request("marketing: delegate code qx44", user="U_CARLA"), replier)
+    finally:
+        await runner.close()
+    assert replier.errors == []
+    sub, parent = replier.steps[0], replier.steps[1]
+    assert sub.where == "marketing › analyst" and sub.code == 'final_answer("asked by " + whoami())'
+    assert parent.where == "marketing" and "asked by U_CARLA" in parent.observation
+    assert len({id(s) for s in acquired}) == 2  # the sub-agent's code ran in a sandbox of its own
 
 
 async def test_a_tool_calling_department_runs_no_code(tmp_path, model_server):

@@ -21,9 +21,9 @@ from urllib.parse import parse_qs, urlparse
 PAGES: dict[str, tuple[str, str, str]] = {
     "airwise-aw3-launch": (
         "Airwise launches AW-3 indoor air quality sensor",
-        "Airwise announced the AW-3, a CO2 and particulate sensor for offices, priced at $149 per unit.",
+        "Airwise announced the AW-3, a CO2 and particulate sensor for offices, priced at $179 per unit.",
         "<h1>Airwise launches AW-3</h1><p>Airwise today announced the <b>AW-3</b>, an indoor air quality sensor "
-        "that measures CO2, PM2.5 and humidity. The AW-3 is priced at <b>$149 per unit</b>, with volume discounts "
+        "that measures CO2, PM2.5 and humidity. The AW-3 is priced at <b>$179 per unit</b>, with volume discounts "
         "from 50 units. Battery life is rated at 5 years. Shipping starts in March.</p>"
         "<p>Airwise is headquartered in Rotterdam and sells through distributors in 14 countries.</p>",
     ),
