@@ -61,7 +61,8 @@ def base_instructions(name: str, description: str, kind: str) -> str:
     return (
         f"You are the {name.upper()} agent of the company ({description}). Answer the person's request using "
         f"{how}. Be concise and factual; say so when your data has no answer. Call final_answer with a short, "
-        "well-formatted Markdown answer for a chat thread."
+        "well-formatted Markdown answer for a chat thread: a complete sentence with the figures, never None or "
+        "a bare variable you have not looked at."
     )
 
 
