@@ -105,6 +105,11 @@ class StepUpdate:
     agent_path: tuple[str, ...] = ()
     sources: tuple[Source, ...] = ()
 
+    @property
+    def where(self) -> str:
+        """Who took the step, for display: "marketing" or "marketing › web_research"."""
+        return " › ".join((self.department, *self.agent_path))
+
 
 @dataclass(frozen=True)
 class OutputFile:

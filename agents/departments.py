@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import copy
+import dataclasses
 import difflib
 import importlib
 import inspect
@@ -24,7 +25,8 @@ from typing import Any, Callable, Iterator
 from smolagents import Tool, tool as make_tool
 
 from agents.chat import Caller, ChatRequest
-from agents.tools import bind_caller
+from agents.egress import EgressPolicy, bind_policy
+from agents.tools import SourceCollector, bind_caller, bind_sources
 
 #: The example company shipped with agentdesk (Northwind Labs); tools default to its data.
 BUNDLED_COMPANY_DIR = Path(__file__).parent / "company"
@@ -81,8 +83,10 @@ def resolve_data_dir(default_subdir: str, env_var: str) -> Path:
     return current_data_dir() or BUNDLED_COMPANY_DIR / default_subdir
 
 
-def _bound(tool: Tool, data_dir: Path | None, caller: Caller | None) -> Tool:
-    """A copy of `tool` whose forward() runs with the department's data folder (and the caller) bound.
+def _bound(tool: Tool, data_dir: Path | None, caller: Caller | None, egress: EgressPolicy | None = None,
+           sources: SourceCollector | None = None) -> Tool:
+    """A copy of `tool` whose forward() runs with the department's data folder, the caller, the company's
+    egress policy and the task's source collector bound.
 
     Binding inside forward() holds whichever thread the executor calls the tool from (smolagents' local
     executor runs code in a worker thread, where context variables set by the runner are not visible).
@@ -93,7 +97,8 @@ def _bound(tool: Tool, data_dir: Path | None, caller: Caller | None) -> Tool:
     original = tool.forward
 
     def forward(*args: Any, **kwargs: Any) -> Any:
-        with bind_data_dir(data_dir), (bind_caller(caller) if caller is not None else nullcontext()):
+        with bind_data_dir(data_dir), (bind_caller(caller) if caller is not None else nullcontext()), \
+                bind_policy(egress), bind_sources(sources):
             return original(*args, **kwargs)
 
     bound.forward = forward  # type: ignore[method-assign]
@@ -158,6 +163,24 @@ def _user_listed(request: ChatRequest, users: tuple[str, ...]) -> bool:
 
 # -- department and company -------------------------------------------------------------------------------
 
+AGENT_KINDS = ("code", "tool_calling")
+CODE_TAGS = ("markdown", "xml")
+
+
+@dataclass(frozen=True)
+class SubAgent:
+    """A managed sub-agent (`[agents.<name>]`): a department's agent delegates a task to it like to a tool."""
+
+    name: str
+    description: str
+    kind: str = "tool_calling"
+    tools: tuple[str, ...] = ()
+    max_steps: int = 5
+    instructions: str = ""
+    authorized_imports: tuple[str, ...] = ()
+    step_timeout_s: float = 30.0
+    code_block_tags: str | None = None
+
 
 @dataclass(frozen=True)
 class Department:
@@ -175,19 +198,23 @@ class Department:
     file_types: tuple[str, ...] = DEFAULT_FILE_TYPES
     access: AccessPolicy = field(default_factory=AccessPolicy)
     data_dir: Path | None = None
+    agent: str = "code"
+    managed_agents: tuple[str, ...] = ()
+    code_block_tags: str | None = None
+    egress: EgressPolicy = field(default_factory=EgressPolicy)
 
-    def load_tools(self, caller: Caller | None = None) -> list[Tool]:
+    def load_tools(self, caller: Caller | None = None, sources: SourceCollector | None = None,
+                   paths: tuple[str, ...] | None = None) -> list[Tool]:
         """Import every tool named in the file, as smolagents Tools ready to hand to a CodeAgent.
 
         An attribute may be a Tool instance (e.g. made with @tool), a Tool subclass (instantiated here) or
         a plain function with type hints and a docstring with an Args section (wrapped with smolagents.tool).
-        Each returned tool runs with this department's `data_dir` bound and, when `caller` is given, with
-        that caller bound (agents.tools.current_caller()), whatever thread calls it.
+        Each returned tool runs with this department's `data_dir` and the company's egress policy bound and,
+        when given, the caller (agents.tools.current_caller()) and the task's source collector, whatever
+        thread calls it. `paths` loads another tool list (a sub-agent's) with the same bindings.
         """
-        loaded = [_load_tool(self.name, path) for path in self.tools]
-        if self.data_dir is not None or caller is not None:
-            loaded = [_bound(t, self.data_dir, caller) for t in loaded]
-        return loaded
+        loaded = [_load_tool(self.name, path) for path in (self.tools if paths is None else paths)]
+        return [_bound(t, self.data_dir, caller, self.egress, sources) for t in loaded]
 
     def accepts_file(self, filename: str) -> bool:
         """Whether an upload with this name is a type this department takes."""
@@ -200,6 +227,8 @@ class Company:
     name: str
     departments: dict[str, Department]
     source: Path
+    agents: dict[str, SubAgent] = field(default_factory=dict)
+    egress: EgressPolicy = field(default_factory=EgressPolicy)
 
     def department_for_channel(self, channel_id: str | None, channel_name: str | None = None) -> Department | None:
         """The department a channel is mapped to (by id or name, with or without '#'), if any."""
@@ -237,12 +266,17 @@ def _load_tool(department: str, path: str) -> Tool:
 
 # -- loading and validation -------------------------------------------------------------------------------
 
-_TOP_KEYS = {"company", "departments"}
+_TOP_KEYS = {"company", "departments", "agents", "egress"}
 _COMPANY_KEYS = {"name"}
 _DEPARTMENT_KEYS = {
     "description", "tools", "authorized_imports", "max_steps", "step_timeout_s", "slack_channels",
-    "keywords", "instructions", "file_types", "access", "data_dir",
+    "keywords", "instructions", "file_types", "access", "data_dir", "agent", "managed_agents", "code_block_tags",
 }
+_AGENT_KEYS = {
+    "kind", "description", "tools", "max_steps", "instructions", "authorized_imports", "step_timeout_s",
+    "code_block_tags",
+}
+_EGRESS_KEYS = {"allow_domains", "deny_domains", "allow_private"}
 _ACCESS_LISTS = (
     "slack_channels", "slack_users", "slack_usergroups", "teams_tenants", "teams_teams", "teams_channels",
     "teams_users", "teams_groups",
@@ -311,6 +345,15 @@ class _Checker:
                 out.append(item)
         return tuple(dict.fromkeys(out))
 
+    def choice(self, key: str, choices: tuple[str, ...], default: str | None) -> str | None:
+        if key not in self.table:
+            return default
+        value = self.table[key]
+        if value not in choices:
+            self.fail(key, f"must be one of {', '.join(_show(c) for c in choices)}, got {_show(value)}")
+            return default
+        return value
+
     def positive_int(self, key: str, default: int) -> int:
         value = self.table.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -348,7 +391,7 @@ def _access(prefix: str, raw: Any) -> tuple[AccessPolicy, list[str]]:
     return AccessPolicy(restricted=restricted, **lists), errors + check.errors
 
 
-def _department(name: str, raw: Any, file: Path) -> tuple[Department | None, list[str]]:
+def _department(name: str, raw: Any, file: Path, sub_agents: Any = ()) -> tuple[Department | None, list[str]]:
     prefix = f"{file}: [departments.{name}]"
     if not _NAME_RE.match(name):
         return None, [
@@ -381,6 +424,14 @@ def _department(name: str, raw: Any, file: Path) -> tuple[Department | None, lis
             data_dir = (file.parent / raw_dir).resolve()
             if not data_dir.is_dir():
                 check.fail("data_dir", f"is {_show(raw_dir)}, but {data_dir} is not a folder")
+    agent = check.choice("agent", AGENT_KINDS, "code")
+    managed = check.strings("managed_agents", pattern=_NAME_RE, what="a sub-agent name from an [agents.<name>] table")
+    code_tags = check.choice("code_block_tags", CODE_TAGS, None)
+    for managed_name in managed:
+        if managed_name not in sub_agents:
+            hint = difflib.get_close_matches(managed_name, sorted(sub_agents), n=1)
+            check.fail("managed_agents", f"names {_show(managed_name)}, but there is no [agents.{managed_name}] table"
+                       + (f' (did you mean "{hint[0]}"?)' if hint else ""))
     access, access_errors = _access(prefix, raw.get("access"))
     errors += check.errors + access_errors
     if errors:
@@ -398,6 +449,9 @@ def _department(name: str, raw: Any, file: Path) -> tuple[Department | None, lis
         file_types=file_types,
         access=access,
         data_dir=data_dir,
+        agent=agent or "code",
+        managed_agents=managed,
+        code_block_tags=code_tags,
     )
     try:
         loaded = department.load_tools()
@@ -412,6 +466,52 @@ def _department(name: str, raw: Any, file: Path) -> tuple[Department | None, lis
             )
         seen[loaded_tool.name] = path
     return (None, errors) if errors else (department, [])
+
+
+def _sub_agent(name: str, raw: Any, file: Path) -> tuple[SubAgent | None, list[str]]:
+    prefix = f"{file}: [agents.{name}]"
+    if not _NAME_RE.match(name):
+        return None, [f"{prefix} sub-agent names must be lowercase identifiers (the calling agent uses it as a "
+                      f'function name); got "{name}"']
+    if not isinstance(raw, dict):
+        return None, [f"{prefix} must be a table of settings, got {_show(raw)}"]
+    errors = _unknown_keys(raw, _AGENT_KEYS, prefix)
+    check = _Checker(prefix, raw)
+    agent = SubAgent(
+        name=name,
+        description=check.string("description", required=True),
+        kind=check.choice("kind", AGENT_KINDS, "tool_calling") or "tool_calling",
+        tools=check.strings("tools", pattern=_TOOL_PATH_RE, what='an import path like "package.module:tool_name"'),
+        max_steps=check.positive_int("max_steps", 5),
+        instructions=check.string("instructions"),
+        authorized_imports=check.strings("authorized_imports", pattern=_IMPORT_RE, what='a module name like "json"'),
+        step_timeout_s=check.positive_number("step_timeout_s", 30.0),
+        code_block_tags=check.choice("code_block_tags", CODE_TAGS, None),
+    )
+    errors += check.errors
+    for path in agent.tools:
+        try:
+            _load_tool(f"agents.{name}", path)
+        except ConfigError as exc:
+            errors.append(f"{file}: {exc}".replace("[departments.agents.", "[agents."))
+    return (None, errors) if errors else (agent, [])
+
+
+def _egress(raw: Any, file: Path) -> tuple[EgressPolicy, list[str]]:
+    prefix = f"{file}: [egress]"
+    if raw is None:
+        return EgressPolicy(), []
+    if not isinstance(raw, dict):
+        return EgressPolicy(), [f"{prefix} must be a table, got {_show(raw)}"]
+    errors = _unknown_keys(raw, _EGRESS_KEYS, prefix)
+    check = _Checker(prefix, raw)
+    lower = lambda s: s.strip().lower()  # noqa: E731
+    policy = EgressPolicy(
+        allow_domains=check.strings("allow_domains", default=("*",), transform=lower),
+        deny_domains=check.strings("deny_domains", transform=lower),
+        allow_private=check.strings("allow_private", transform=lower),
+    )
+    return policy, errors + check.errors
 
 
 def load_company(path: Path | str) -> Company:
@@ -449,12 +549,25 @@ def load_company(path: Path | str) -> Company:
         errors.append(f"{path}: departments must be tables like [departments.hr], got {_show(raw_departments)}")
         raise ConfigError(errors)
 
+    egress, egress_errors = _egress(data.get("egress"), path)
+    errors += egress_errors
+    sub_agents: dict[str, SubAgent] = {}
+    raw_agents = data.get("agents", {})
+    if not isinstance(raw_agents, dict):
+        errors.append(f"{path}: agents must be tables like [agents.web_research], got {_show(raw_agents)}")
+        raw_agents = {}
+    for name, raw in raw_agents.items():
+        sub_agent, agent_errors = _sub_agent(name, raw, path)
+        errors += agent_errors
+        if sub_agent is not None:
+            sub_agents[name] = sub_agent
+
     departments: dict[str, Department] = {}
     for name, raw in raw_departments.items():
-        department, department_errors = _department(name, raw, path)
+        department, department_errors = _department(name, raw, path, raw_agents)
         errors += department_errors
         if department is not None:
-            departments[name] = department
+            departments[name] = dataclasses.replace(department, egress=egress)
 
     owner: dict[str, str] = {}
     for department in departments.values():
@@ -469,4 +582,5 @@ def load_company(path: Path | str) -> Company:
 
     if errors:
         raise ConfigError(errors)
-    return Company(name=company_name, departments=departments, source=path.resolve())
+    return Company(name=company_name, departments=departments, source=path.resolve(), agents=sub_agents,
+                   egress=egress)

@@ -1,9 +1,24 @@
-"""The model behind every agent: any OpenAI-compatible endpoint, or Hugging Face inference."""
+"""The model behind every agent: any OpenAI-compatible endpoint, or Hugging Face inference.
+
+OpenAI-compatible servers differ in what they accept, so the client adapts once per endpoint and
+remembers it for the life of the process (MODEL_FLATTEN_MESSAGES=auto, the default):
+- a server that rejects `content` as a list of parts (llama-cpp-python, some vLLM/TGI builds) gets every
+  message flattened to one string; MODEL_FLATTEN_MESSAGES=1 does that from the first request, =0 never;
+- a reasoning model that refuses `temperature` gets none; one that wants `max_completion_tokens` instead
+  of `max_tokens` gets that; one that refuses `stop` gets none (smolagents then cuts the reply itself).
+Each adaptation costs one refused request the first time and is logged.
+"""
 from __future__ import annotations
 
+import logging
+import threading
+
+import openai
 from smolagents import InferenceClientModel, Model, OpenAIServerModel
 
 from agents.settings import Settings
+
+log = logging.getLogger("agentdesk.models")
 
 NO_MODEL_MESSAGE = (
     "No model is configured. Set MODEL_API_BASE, MODEL_ID and MODEL_API_KEY for any OpenAI-compatible "
@@ -11,20 +26,102 @@ NO_MODEL_MESSAGE = (
     "or HF_TOKEN for Hugging Face inference."
 )
 
+FLATTEN, NO_TEMPERATURE, MAX_COMPLETION_TOKENS, NO_STOP = "flatten", "no_temperature", "max_completion_tokens", "no_stop"
+
+#: (api_base, model_id) -> adaptations learned from the server's refusals; shared by every client.
+_LEARNED: dict[tuple[str, str], set[str]] = {}
+_LEARNED_LOCK = threading.Lock()
+
 
 class ModelNotConfigured(RuntimeError):
     pass
 
 
+def _adaptation(error: openai.APIStatusError, known: set[str], kwargs: dict) -> str | None:
+    """Which adaptation a refusal asks for, from its status and message; None when it is not one of them."""
+    if error.status_code not in (400, 422, 500):
+        return None
+    message = str(error.message or "").lower() + " " + str(getattr(error, "body", "") or "").lower()
+    if FLATTEN not in known and "content" in message and ("string" in message or " str" in message):
+        return FLATTEN
+    unsupported = any(w in message for w in ("unsupported", "not supported", "does not support", "only the default",
+                                             "not allowed", "unrecognized", "extra inputs", "extra_forbidden"))
+    if "max_completion_tokens" in message and "max_tokens" in kwargs and MAX_COMPLETION_TOKENS not in known:
+        return MAX_COMPLETION_TOKENS
+    if unsupported and "temperature" in message and NO_TEMPERATURE not in known:
+        return NO_TEMPERATURE
+    if unsupported and "stop" in message and NO_STOP not in known:
+        return NO_STOP
+    return None
+
+
+class CompatibleModel(OpenAIServerModel):
+    """OpenAIServerModel that adapts to what its server accepts (see the module docstring)."""
+
+    def __init__(self, *args, flatten: str = "auto", **kwargs) -> None:
+        super().__init__(*args, flatten_messages_as_text=flatten == "1", **kwargs)
+        model_id = kwargs.get("model_id") or (args[0] if args else "")
+        self._key = (str(kwargs.get("api_base") or ""), str(model_id))
+        self._auto = flatten == "auto"
+        if flatten == "1":
+            self._learn(FLATTEN, quiet=True)
+
+    @property
+    def learned(self) -> set[str]:
+        with _LEARNED_LOCK:
+            return set(_LEARNED.get(self._key, ()))
+
+    def _learn(self, what: str, quiet: bool = False) -> None:
+        with _LEARNED_LOCK:
+            _LEARNED.setdefault(self._key, set()).add(what)
+        if not quiet:
+            log.warning("the model server at %s refused a request; adapting from now on: %s", self._key[0], what)
+
+    @property
+    def supports_stop_parameter(self) -> bool:
+        return NO_STOP not in self.learned and super().supports_stop_parameter
+
+    def _prepare_completion_kwargs(self, *args, **kwargs) -> dict:
+        learned = self.learned
+        if FLATTEN in learned:
+            kwargs["flatten_messages_as_text"] = True
+        completion = super()._prepare_completion_kwargs(*args, **kwargs)
+        if NO_TEMPERATURE in learned:
+            completion.pop("temperature", None)
+        if MAX_COMPLETION_TOKENS in learned and "max_tokens" in completion:
+            completion["max_completion_tokens"] = completion.pop("max_tokens")
+        if NO_STOP in learned:
+            completion.pop("stop", None)
+        return completion
+
+    def generate(self, *args, **kwargs):
+        for _ in range(4):  # at most one refusal per adaptation
+            try:
+                return super().generate(*args, **kwargs)
+            except openai.APIStatusError as exc:
+                what = _adaptation(exc, self.learned, {**self.kwargs, **kwargs})
+                if what is None or (what == FLATTEN and not self._auto):
+                    raise
+                self._learn(what)
+        return super().generate(*args, **kwargs)
+
+
 def build_model(settings: Settings) -> Model:
     """A smolagents model with retries on 429/5xx/timeouts (the openai client's backoff honours Retry-After)."""
     if settings.model_api_base:
-        return OpenAIServerModel(
+        extra: dict = {}
+        if settings.model_temperature is not None:
+            extra["temperature"] = settings.model_temperature
+        if settings.model_max_tokens:
+            extra["max_tokens"] = settings.model_max_tokens
+        return CompatibleModel(
             model_id=settings.model_id or "default",
             api_base=settings.model_api_base,
             api_key=settings.model_api_key or "not-needed",
             client_kwargs={"max_retries": settings.model_max_retries, "timeout": settings.model_timeout_s},
             retry=False,
+            flatten=settings.model_flatten_messages,
+            **extra,
         )
     if settings.hf_token:
         kwargs = {"model_id": settings.model_id} if settings.model_id else {}

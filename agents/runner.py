@@ -22,15 +22,16 @@ from typing import Any, Callable
 
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
-from smolagents import CodeAgent, Model
+from smolagents import Model
+from smolagents.agents import MultiStepAgent
 from smolagents.agents import ActionOutput
 from smolagents.memory import ActionStep, FinalAnswerStep
-from smolagents.monitoring import LogLevel
 from smolagents.utils import AgentError, AgentGenerationError
 
 from agents import metrics
+from agents.agent_factory import TaskScope, build_agent, step_update
 from agents.audit import close_audit, configure_audit
-from agents.chat import ChatRequest, FinalAnswer, OutputFile, StepUpdate, ThreadReplier
+from agents.chat import ChatRequest, FinalAnswer, OutputFile, ThreadReplier
 from agents.departments import Company, Department, load_company
 from agents.memory import StateStore
 from agents.models import NO_MODEL_MESSAGE, ModelNotConfigured, build_model
@@ -46,12 +47,9 @@ from agents.workspace import AttachmentRejected, fetch_attachments
 log = logging.getLogger("agentdesk.runner")
 audit = logging.getLogger("agentdesk.audit")
 
-CODE_EXCERPT = 1200
-OBSERVATION_EXCERPT = 1500
 ANSWER_LIMIT = 20000
 ANSWER_RECORD_TTL_S = 30 * 24 * 3600  # feedback on an answer is accepted this long
 FEEDBACK_VALUES = ("positive", "negative")
-_THOUGHT = re.compile(r"Thought:\s*(.+?)(?:\n|<code>|$)", re.S)
 
 
 def unavailable_departments(company: Company, sandboxes: SandboxProvider) -> dict[str, list[str]]:
@@ -387,7 +385,11 @@ class TaskRunner:
         dept = route.department
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
-        agent = await asyncio.to_thread(self._build_agent, dept, sandbox, request)
+        scope = TaskScope(
+            caller=request.caller, department=dept.name, sandboxes=self.sandboxes, redact=self.redact,
+            emit=lambda update: loop.call_soon_threadsafe(events.put_nowait, ("step", update)),
+        )
+        agent = await asyncio.to_thread(self._build_agent, dept, sandbox, request, scope)
         agent.state["INPUT_FILES"] = [f"{sandbox.input_dir}/{p.name}" for p in inputs]
         agent.state["OUTPUT_DIR"] = sandbox.output_dir
         task = self._task_text(request, route, [p.name for p in inputs])
@@ -397,6 +399,8 @@ class TaskRunner:
         def run() -> None:
             try:
                 for event in agent.run(task, stream=True, reset=False, max_steps=dept.max_steps):
+                    if isinstance(event, ActionStep):  # the step's sources, taken before the next step starts
+                        event = (event, scope.sources.take_new())
                     loop.call_soon_threadsafe(events.put_nowait, ("event", event))
             except BaseException as exc:  # reported to the person by the consumer below
                 loop.call_soon_threadsafe(events.put_nowait, ("error", exc))
@@ -432,7 +436,13 @@ class TaskRunner:
                 if kind == "error":
                     failure = item
                     continue
-                if isinstance(item, ActionStep):
+                if kind == "step":  # a sub-agent's step, already made for display
+                    totals["in"] += item.input_tokens or 0
+                    totals["out"] += item.output_tokens or 0
+                    await self._safe(replier.step(item))
+                    continue
+                if isinstance(item, tuple):
+                    item, sources = item
                     if item.step_number in seen_steps:  # smolagents yields the last step twice at max_steps
                         continue
                     seen_steps.add(item.step_number)
@@ -440,7 +450,7 @@ class TaskRunner:
                     if item.token_usage:
                         totals["in"] += item.token_usage.input_tokens
                         totals["out"] += item.token_usage.output_tokens
-                    await self._safe(replier.step(self._step_update(dept.name, item)))
+                    await self._safe(replier.step(step_update(dept.name, item, self.redact, sources=sources)))
                 elif isinstance(item, FinalAnswerStep):
                     final_output = item.output
                 elif isinstance(item, ActionOutput) and item.is_final_answer:
@@ -448,6 +458,7 @@ class TaskRunner:
                     finished = True
         except asyncio.TimeoutError:
             agent.interrupt()
+            scope.cancel()
             await asyncio.to_thread(sandbox.cleanup)
             log.warning("task %s in %s exceeded %.0f s", task_id, dept.name, self.settings.task_timeout_s)
             raise TaskFailed("timeout", (
@@ -492,21 +503,14 @@ class TaskRunner:
             department=dept.name, text=text, files=tuple(files), notices=tuple(notices), trace_id=trace_id,
             trace_url=trace_link(trace_id, self.settings),
             steps=totals["steps"], duration_s=time.monotonic() - started,
-            input_tokens=totals["in"], output_tokens=totals["out"], task_id=task_id,
+            input_tokens=totals["in"], output_tokens=totals["out"], task_id=task_id, sources=scope.sources.all(),
         )
 
-    def _build_agent(self, dept: Department, sandbox: Sandbox, request: ChatRequest) -> CodeAgent:
+    def _build_agent(self, dept: Department, sandbox: Sandbox, request: ChatRequest,
+                     scope: TaskScope) -> MultiStepAgent:
         """A new agent per task (never shared across threads or people), with the thread's memory."""
-        agent = CodeAgent(
-            tools=dept.load_tools(request.caller),
-            model=self.model_factory(),
-            executor=sandbox,
-            additional_authorized_imports=list(dept.authorized_imports),
-            max_steps=dept.max_steps,
-            instructions=_instructions(dept),
-            verbosity_level=LogLevel.OFF,
-            name=f"{dept.name}_agent",
-        )
+        agent = build_agent(dept, self.company, self.model_factory(), sandbox, scope,
+                            default_code_tags=self.settings.model_code_tags)
         agent.memory.steps.extend(self.store.load_steps(self.store.memory_key(request.thread_key, dept.name)))
         return agent
 
@@ -526,28 +530,6 @@ class TaskRunner:
         parts.append("Write any file the person should receive into the folder OUTPUT_DIR (a variable); every "
                      "file left there is sent back to them.")
         return "\n\n".join(parts)
-
-    def _step_update(self, department: str, step: ActionStep) -> StepUpdate:
-        title = "Working"
-        if isinstance(step.model_output, str):
-            match = _THOUGHT.search(step.model_output)
-            if match:
-                title = match.group(1).strip().split(". ")[0][:100].rstrip(".")
-        if step.is_final_answer:
-            title = "Final answer"
-        usage = step.token_usage
-        return StepUpdate(
-            department=department,
-            step_number=step.step_number,
-            title=self.redact(title) or "Working",
-            code=cap(self.redact(step.code_action), CODE_EXCERPT),
-            observation=cap(self.redact(_clean_observation(step.observations)), OBSERVATION_EXCERPT),
-            error=cap(self.redact(str(step.error.message)) if step.error else None, OBSERVATION_EXCERPT),
-            duration_s=step.timing.duration if step.timing and step.timing.end_time else None,
-            input_tokens=usage.input_tokens if usage else None,
-            output_tokens=usage.output_tokens if usage else None,
-            is_final=step.is_final_answer,
-        )
 
     async def _safe(self, coro) -> None:
         """Replier calls must not break the run; platform adapters retry, this only logs what still fails."""
@@ -615,24 +597,6 @@ def _redacted_names(files: list[OutputFile], redact: Redactor) -> list[OutputFil
         seen.add(candidate)
         result.append(dataclasses.replace(f, name=candidate))
     return result
-
-
-def _instructions(dept: Department) -> str:
-    base = (
-        f"You are the {dept.name.upper()} agent of the company ({dept.description}). Answer the person's request "
-        "using your tools and Python code. Be concise and factual; say so when your data has no answer. Call "
-        "final_answer with a short, well-formatted Markdown answer for a chat thread."
-    )
-    return f"{base}\n{dept.instructions}" if dept.instructions else base
-
-
-def _clean_observation(text: str | None) -> str | None:
-    """The step's printed output and result, without smolagents' scaffolding lines."""
-    if not text:
-        return text
-    text = text.replace("Execution logs:\n", "")
-    text = re.sub(r"\n?Last output from code snippet:\n(None)?", "\n", text)
-    return text.strip() or None
 
 
 def _answer_text(output: Any) -> str:

@@ -74,6 +74,11 @@ class Settings:
     hf_token: str | None = field(default=None, repr=False)
     model_timeout_s: float = 120.0
     model_max_retries: int = 4
+    model_flatten_messages: str = "auto"  # auto | 1 | 0
+    model_code_tags: str | None = None  # markdown | xml (default: smolagents' <code> tags)
+    model_temperature: float | None = None
+    model_max_tokens: int | None = None
+    search_api_key: str | None = field(default=None, repr=False)
     # sandbox
     sandbox: str = "docker"  # docker | wasm | local
     sandbox_image: str = "agentdesk-sandbox:latest"
@@ -112,6 +117,14 @@ class Settings:
         sandbox = (_env("SANDBOX", "docker") or "docker").lower()
         if sandbox not in {"docker", "wasm", "local"}:
             raise SettingsError("SANDBOX must be 'docker', 'wasm' or 'local'")
+        flatten = (_env("MODEL_FLATTEN_MESSAGES", "auto") or "auto").strip().lower()
+        flatten = {"true": "1", "yes": "1", "on": "1", "false": "0", "no": "0", "off": "0"}.get(flatten, flatten)
+        if flatten not in {"auto", "1", "0"}:
+            raise SettingsError("MODEL_FLATTEN_MESSAGES must be auto, 1 or 0")
+        code_tags = (_env("MODEL_CODE_TAGS") or "").strip().lower() or None
+        if code_tags not in {None, "markdown", "xml"}:
+            raise SettingsError("MODEL_CODE_TAGS must be markdown or xml")
+        temperature = _env("MODEL_TEMPERATURE")
         trace_content = (_env("AGENTDESK_TRACE_CONTENT", "redacted") or "redacted").lower()
         if trace_content not in {"full", "redacted", "off"}:
             raise SettingsError("AGENTDESK_TRACE_CONTENT must be one of full, redacted, off")
@@ -135,6 +148,11 @@ class Settings:
             hf_token=_env("HF_TOKEN"),
             model_timeout_s=_float("MODEL_TIMEOUT_S", 120.0),
             model_max_retries=_int("MODEL_MAX_RETRIES", 4),
+            model_flatten_messages=flatten,
+            model_code_tags=code_tags,
+            model_temperature=_float("MODEL_TEMPERATURE", 0.0) if temperature else None,
+            model_max_tokens=_int("MODEL_MAX_TOKENS", 0) or None,
+            search_api_key=_env("SEARCH_API_KEY"),
             sandbox=sandbox,
             sandbox_image=_env("SANDBOX_IMAGE", "agentdesk-sandbox:latest"),
             sandbox_pool_size=_int("SANDBOX_POOL_SIZE", 2),
@@ -194,6 +212,10 @@ ENVIRONMENT = {
     "HF_TOKEN": "Hugging Face token, used when MODEL_API_BASE is unset",
     "MODEL_TIMEOUT_S": "seconds per model call (default 120)",
     "MODEL_MAX_RETRIES": "retries on 429/5xx/timeouts with backoff (default 4)",
+    "MODEL_FLATTEN_MESSAGES": "auto (default: detected per endpoint), 1 or 0: send each message as one string",
+    "MODEL_CODE_TAGS": "markdown or xml: how code agents fence code (default xml <code>; markdown suits small models)",
+    "MODEL_TEMPERATURE": "sampling temperature (default: the server's; dropped where a model refuses it)",
+    "MODEL_MAX_TOKENS": "longest reply (sent as max_completion_tokens where a server wants that)",
     "SANDBOX": "docker (default), wasm (Pyodide on Deno, no Docker needed) or local (development only)",
     "SANDBOX_IMAGE": "sandbox image name (default agentdesk-sandbox:latest)",
     "SANDBOX_POOL_SIZE": "warm sandboxes (containers or Wasm processes) kept ready (default 2)",
@@ -217,8 +239,9 @@ ENVIRONMENT = {
     "AGENTDESK_HR_DATA_DIR": "folder with the example HR department's data (policies, leave.csv, benefits.csv)",
     "AGENTDESK_SALES_DATA_DIR": "folder with the example Sales department's data (products.csv, pricing.toml)",
     "AGENTDESK_MARKETING_DATA_DIR": "folder with the example Marketing department's data (campaigns.csv)",
-    "SEARCH_API_URL": "endpoint of the optional web_search tool (off by default: it needs egress)",
-    "SEARCH_API_KEY": "key for that search endpoint",
+    "SEARCH_PROVIDER": "web_search backend: searxng (default when SEARCH_API_URL is set), brave or tavily",
+    "SEARCH_API_URL": "search endpoint, e.g. a SearXNG instance's https://searx.example.com/search",
+    "SEARCH_API_KEY": "key of the search provider (never logged)",
     "AGENTDESK_TRACE_CONTENT": "full, redacted (default) or off: what content goes into spans",
     "AGENTDESK_TRACE_URL_TEMPLATE": "link to a trace, e.g. http://localhost:6006/redirects/traces/{trace_id}",
     "OTEL_EXPORTER_OTLP_ENDPOINT": "OTLP endpoint; unset = no export",

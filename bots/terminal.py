@@ -29,7 +29,7 @@ class TerminalReplier(ThreadReplier):
             meta.append(f"{update.duration_s:.1f}s")
         if update.input_tokens is not None:
             meta.append(f"{update.input_tokens}+{update.output_tokens} tokens")
-        self._print(f"\n── Step {update.step_number}: {update.title}" + (f" ({', '.join(meta)})" if meta else ""))
+        self._print(f"\n── {' › '.join(update.agent_path) + ' · ' if update.agent_path else ''}Step {update.step_number}: {update.title}" + (f" ({', '.join(meta)})" if meta else ""))
         if update.code:
             self._print("\n".join("   │ " + line for line in update.code.splitlines()))
         if update.observation:

@@ -66,9 +66,39 @@ def test_bundled_tools_load_as_smolagents_tools():
     assert all(isinstance(t, Tool) for d in company.departments.values() for t in d.load_tools())
 
 
-def test_bundled_web_search_is_not_enabled():
+def test_bundled_marketing_delegates_web_research_and_no_department_fetches_itself():
     company = load_company(BUNDLED_CONFIG)
-    assert not any("web_search" in path for d in company.departments.values() for path in d.tools)
+    assert not any("agents.tools.web" in path for d in company.departments.values() for path in d.tools)
+    assert company.departments["marketing"].managed_agents == ("web_research",)
+    research = company.agents["web_research"]
+    assert research.kind == "tool_calling" and research.max_steps == 5
+    assert research.tools == ("agents.tools.web:web_search", "agents.tools.web:visit_webpage")
+    assert company.egress.allow_private == () and company.departments["hr"].egress == company.egress
+
+
+def test_sub_agents_agent_kinds_and_egress_are_validated(tmp_path):
+    message = config_error(tmp_path, MINIMAL + textwrap.dedent(
+        """
+        agent = "python"
+        managed_agents = ["web_reserch"]
+        code_block_tags = "html"
+
+        [agents.web_research]
+        kind = "tool"
+        description = "Researches"
+        tools = ["agents.tools.web:nope"]
+        max_step = 3
+
+        [egress]
+        allow_privat = ["10.0.0.0/8"]
+        """))
+    assert 'agent must be one of "code", "tool_calling", got "python"' in message
+    assert 'code_block_tags must be one of "markdown", "xml", got "html"' in message
+    assert 'managed_agents names "web_reserch", but there is no [agents.web_reserch] table (did you mean "web_research"?)' in message
+    assert '[agents.web_research] kind must be one of "code", "tool_calling", got "tool"' in message
+    assert "[agents.web_research] tool 'agents.tools.web:nope': module 'agents.tools.web' has no attribute 'nope'" in message
+    assert '[agents.web_research] unknown key "max_step" (did you mean "max_steps"?)' in message
+    assert '[egress] unknown key "allow_privat" (did you mean "allow_private"?)' in message
 
 
 def test_bundled_marketing_can_chart_a_csv():

@@ -3,10 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
 
 import pytest
 
@@ -14,11 +11,9 @@ from agents.chat import Caller
 from agents.departments import BUNDLED_COMPANY_DIR, load_company
 from agents.settings import BUNDLED_CONFIG
 from agents.tools import NoCaller, bind_caller
-from agents.tools import web
 from agents.tools.hr import benefits_summary, leave_balance, search_policies
 from agents.tools.marketing import campaign_data, campaign_summary
 from agents.tools.sales import compare_products, find_products, price_quote
-from agents.tools.web import WebSearchError, web_search
 
 
 def as_caller(platform: str, user: str, email: str | None = None):
@@ -236,77 +231,6 @@ def test_env_var_overrides_the_data_folder(tmp_path, monkeypatch):
     (balance,) = [t for t in load_company(BUNDLED_CONFIG).departments["hr"].load_tools() if t.name == "leave_balance"]
     with as_caller("slack", "U_ALICE"):
         assert balance()["employee"] == "Yuki Env"
-
-
-# -- web search (not enabled by default) ------------------------------------------------------------------
-
-
-class _SearchStandIn(BaseHTTPRequestHandler):
-    seen: list[dict] = []
-
-    def do_GET(self):  # noqa: N802 - http.server's naming
-        parsed = urlparse(self.path)
-        _SearchStandIn.seen.append({"query": parse_qs(parsed.query), "auth": self.headers.get("Authorization")})
-        if parsed.path == "/search":
-            body = json.dumps({"results": [
-                {"title": "Northwind Labs raises Series B", "url": "https://news.example/nw", "content": "Funding"},
-                {"title": "Air quality sensors compared", "url": "https://review.example/aq", "content": "A review"},
-            ]}).encode()
-            kind = "application/json"
-        else:
-            body = (
-                '<div class="result"><a class="result__a" '
-                'href="//duckduckgo.com/l/?uddg=https%3A%2F%2Fexample.org%2Fco2'
-                '&amp;rut=x">CO2 and <b>productivity</b></a>'
-                '<a class="result__snippet" href="#">Studies link CO2 to focus.</a></div>'
-            ).encode()
-            kind = "text/html"
-        self.send_response(200)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def search_server():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _SearchStandIn)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    _SearchStandIn.seen.clear()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-
-
-def test_web_search_uses_a_configured_json_endpoint(search_server, monkeypatch):
-    monkeypatch.setenv("SEARCH_API_URL", f"{search_server}/search")
-    monkeypatch.setenv("SEARCH_API_KEY", "test-key")
-    results = web_search(query="northwind labs funding", max_results=1)
-    assert results == [
-        {"title": "Northwind Labs raises Series B", "url": "https://news.example/nw", "snippet": "Funding"}
-    ]
-    (request,) = _SearchStandIn.seen
-    assert request["query"] == {"q": ["northwind labs funding"], "format": ["json"]}
-    assert request["auth"] == "Bearer test-key"
-
-
-def test_web_search_parses_duckduckgo_results(search_server, monkeypatch):
-    monkeypatch.delenv("SEARCH_API_URL", raising=False)
-    monkeypatch.setattr(web, "DUCKDUCKGO_URL", f"{search_server}/html/")
-    assert web_search(query="co2 productivity") == [
-        {"title": "CO2 and productivity", "url": "https://example.org/co2", "snippet": "Studies link CO2 to focus."}
-    ]
-
-
-def test_web_search_unreachable_says_what_to_do(monkeypatch):
-    monkeypatch.setenv("SEARCH_API_URL", "http://127.0.0.1:9/search")
-    monkeypatch.delenv("SEARCH_API_KEY", raising=False)
-    with pytest.raises(WebSearchError, match="web search is unreachable .*SEARCH_API_URL"):
-        web_search(query="anything")
 
 
 def test_bundled_data_files_exist():

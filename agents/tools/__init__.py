@@ -2,15 +2,17 @@
 
 Tools run on the host (never in the sandbox), so they may use secrets and network clients. Who asked is
 bound here by the runner from the chat platform; a tool reads it with current_caller() and never takes
-an identity from the model's arguments.
+an identity from the model's arguments. A tool that quotes something (a policy, a web page) reports it with
+report_sources(); the runner shows those sources with the step and the final answer.
 """
 from __future__ import annotations
 
 import contextvars
+import threading
 from contextlib import contextmanager
 from typing import Iterator
 
-from agents.chat import Caller
+from agents.chat import Caller, Source
 
 _caller: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("agentdesk_caller", default=None)
 
@@ -33,3 +35,54 @@ def bind_caller(caller: Caller) -> Iterator[None]:
         yield
     finally:
         _caller.reset(token)
+
+
+class SourceCollector:
+    """The sources one task's tools reported; thread-safe (sub-agents and tool threads write to it)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._all: list[Source] = []
+        self._new: list[Source] = []
+
+    def add(self, sources: tuple[Source, ...] | list[Source]) -> None:
+        with self._lock:
+            self._all.extend(sources)
+            self._new.extend(sources)
+
+    def take_new(self) -> tuple[Source, ...]:
+        """Sources reported since the last call (those of the step that just ended), deduplicated."""
+        with self._lock:
+            new, self._new = self._new, []
+        return dedupe(new)
+
+    def all(self) -> tuple[Source, ...]:
+        with self._lock:
+            return dedupe(self._all)
+
+
+def dedupe(sources: list[Source] | tuple[Source, ...]) -> tuple[Source, ...]:
+    """One entry per URL (or per title for sources without one), first report wins."""
+    seen: dict[str, Source] = {}
+    for source in sources:
+        seen.setdefault(source.url or source.title, source)
+    return tuple(seen.values())
+
+
+_sources: contextvars.ContextVar[SourceCollector | None] = contextvars.ContextVar("agentdesk_sources", default=None)
+
+
+def report_sources(*sources: Source) -> None:
+    """Record what a tool quoted, for the step and the final answer; nothing happens outside a task."""
+    collector = _sources.get()
+    if collector is not None and sources:
+        collector.add(sources)
+
+
+@contextmanager
+def bind_sources(collector: SourceCollector | None) -> Iterator[None]:
+    token = _sources.set(collector)
+    try:
+        yield
+    finally:
+        _sources.reset(token)

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from smolagents import tool
 
-from agents.chat import Caller
+from agents.chat import Caller, Source
 from agents.departments import resolve_data_dir
-from agents.tools import current_caller
+from agents.tools import current_caller, report_sources
 
 ENV_VAR = "AGENTDESK_HR_DATA_DIR"
 HR_CONTACT = "people@northwindlabs.com"
@@ -139,8 +139,11 @@ def search_policies(query: str, max_results: int = 3) -> str:
         return f'No HR policy section matches "{query}". Policies available: {titles}. Contact {HR_CONTACT}.'
     lines = [f'Policy sections matching "{query}", best first:']
     for number, section in enumerate(top, 1):
+        excerpt = _excerpt(section.text, set(terms))
         lines.append(f"\n{number}. {section.policy} — {section.heading} ({section.file})")
-        lines.append(_excerpt(section.text, set(terms)))
+        lines.append(excerpt)
+    report_sources(*(Source(title=f"{s.policy} — {s.heading}", abstract=_excerpt(s.text, set(terms), 300))
+                     for s in top))
     return "\n".join(lines)
 
 

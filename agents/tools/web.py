@@ -1,123 +1,183 @@
-"""Web search, run on the bot host (the sandbox has no network).
+"""Web search and page reading, run on the bot host (the sandbox has no network).
 
-Not enabled in the bundled departments file, because it needs outbound network access from the host and
-sends the agent's queries to a third party. To enable it for a department, add
-"agents.tools.web:web_search" to that department's `tools`, then either
-- let the host reach https://html.duckduckgo.com (the default backend, parsed from its HTML results page), or
-- set SEARCH_API_URL to a JSON search endpoint, e.g. a SearXNG instance's `https://searx.example.com/search`
-  (queried as `?q=...&format=json`, results read from `results[].title/url/content`); SEARCH_API_KEY, when
-  set, is sent as a bearer token.
+Every request goes through the company's `[egress]` policy (agents/egress.py): public addresses only
+unless an operator lists a host in `allow_private`, domain allow/deny lists, checked on the address that
+is connected to and on every redirect. Each result is reported as a Source for task cards and citations.
+
+Search backends (SEARCH_PROVIDER; SEARCH_API_URL overrides the provider's endpoint, SEARCH_API_KEY is its
+key and is never logged or put in a span):
+- `searxng` (default when SEARCH_API_URL is set): a SearXNG instance's JSON API, `<url>?q=...&format=json`,
+  which a company can self-host (enable `json` in its `search.formats`);
+- `brave`: Brave Search API (`X-Subscription-Token`), https://api.search.brave.com/res/v1/web/search;
+- `tavily`: Tavily (`Authorization: Bearer`), https://api.tavily.com/search.
 """
 from __future__ import annotations
 
 import json
 import os
-import socket
-import urllib.error
-import urllib.parse
-import urllib.request
+import re
 from html.parser import HTMLParser
 
+from markdownify import markdownify
 from smolagents import tool
 
-DUCKDUCKGO_URL = "https://html.duckduckgo.com/html/"
-TIMEOUT_S = 10.0
-_USER_AGENT = "Mozilla/5.0 (compatible; agentdesk web_search)"
+from agents import egress
+from agents.chat import Source
+from agents.tools import report_sources
+
+PROVIDERS = ("searxng", "brave", "tavily")
+ENDPOINTS = {
+    "brave": "https://api.search.brave.com/res/v1/web/search",
+    "tavily": "https://api.tavily.com/search",
+}
+SEARCH_TIMEOUT_S = 10.0
+PAGE_TIMEOUT_S = 15.0
+PAGE_MAX_BYTES = 2_000_000
+PAGE_MAX_CHARS = 8000
+READABLE_TYPES = ("text/html", "application/xhtml+xml", "text/plain", "text/markdown", "application/json")
 
 
 class WebSearchError(RuntimeError):
     """Search could not be done; the message says why and what the operator can change."""
 
 
-class _DuckDuckGoParser(HTMLParser):
-    """Pulls title, url and snippet out of DuckDuckGo's no-JavaScript results page."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.results: list[dict] = []
-        self._field: str | None = None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        classes = (dict(attrs).get("class") or "").split()
-        if tag == "a" and "result__a" in classes:
-            self.results.append({"title": "", "url": _unwrap(dict(attrs).get("href") or ""), "snippet": ""})
-            self._field = "title"
-        elif "result__snippet" in classes and self.results:
-            self._field = "snippet"
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("a", "td", "div"):
-            self._field = None
-
-    def handle_data(self, data: str) -> None:
-        if self._field and self.results:
-            self.results[-1][self._field] += data
+def search_config() -> tuple[str, str, str | None]:
+    """(provider, endpoint, key) from the environment; raises WebSearchError naming what is missing."""
+    url = os.environ.get("SEARCH_API_URL") or None
+    key = os.environ.get("SEARCH_API_KEY") or None
+    provider = (os.environ.get("SEARCH_PROVIDER") or ("searxng" if url else "")).strip().lower()
+    if not provider:
+        raise WebSearchError("web search is not configured on this bot: an operator sets SEARCH_PROVIDER "
+                             "(searxng, brave or tavily) and SEARCH_API_URL / SEARCH_API_KEY")
+    if provider not in PROVIDERS:
+        raise WebSearchError(f"SEARCH_PROVIDER={provider!r} is not one of {', '.join(PROVIDERS)}")
+    endpoint = url or ENDPOINTS.get(provider)
+    if not endpoint:
+        raise WebSearchError("SEARCH_PROVIDER=searxng needs SEARCH_API_URL, e.g. https://searx.example.com/search")
+    if provider in ("brave", "tavily") and not key:
+        raise WebSearchError(f"SEARCH_PROVIDER={provider} needs SEARCH_API_KEY")
+    return provider, endpoint, key
 
 
-def _unwrap(href: str) -> str:
-    """DuckDuckGo links go through a redirect (`//duckduckgo.com/l/?uddg=<target>`); return the target."""
-    parsed = urllib.parse.urlparse(href)
-    target = urllib.parse.parse_qs(parsed.query).get("uddg")
-    return target[0] if target else href
-
-
-def _fetch(url: str, headers: dict[str, str]) -> bytes:
-    request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT, **headers})
-    host = urllib.parse.urlparse(url).netloc
+def _json(response: egress.Response, provider: str) -> dict:
+    if response.status >= 400:
+        hint = " (check SEARCH_API_KEY)" if response.status in (401, 403) else ""
+        raise WebSearchError(f"web search failed: {provider} answered HTTP {response.status}{hint}")
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
-            return response.read()
-    except urllib.error.HTTPError as exc:
-        blocked = " (rate limited or blocked; try later or set SEARCH_API_URL)" if exc.code in (202, 403, 429) else ""
-        raise WebSearchError(f"web search failed: {host} answered HTTP {exc.code}{blocked}") from None
-    except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise WebSearchError(
-            f"web search is unreachable ({host}: {reason}). The bot host needs outbound HTTPS to it, "
-            "or SEARCH_API_URL must name a search service the host can reach."
-        ) from None
-
-
-def _search_api(endpoint: str, query: str, limit: int) -> list[dict]:
-    separator = "&" if urllib.parse.urlparse(endpoint).query else "?"
-    url = f"{endpoint}{separator}{urllib.parse.urlencode({'q': query, 'format': 'json'})}"
-    key = os.environ.get("SEARCH_API_KEY")
-    body = _fetch(url, {"Accept": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})})
-    try:
-        data = json.loads(body)
+        data = json.loads(response.body)
     except ValueError:
-        raise WebSearchError("web search failed: SEARCH_API_URL did not answer with JSON") from None
-    items = data.get("results", []) if isinstance(data, dict) else data
-    return [
-        {
-            "title": str(item.get("title", "")).strip(),
-            "url": str(item.get("url") or item.get("link") or ""),
-            "snippet": str(item.get("content") or item.get("snippet") or "").strip(),
-        }
-        for item in items[:limit]
-        if isinstance(item, dict)
-    ]
+        raise WebSearchError(f"web search failed: {provider} did not answer with JSON "
+                             "(for SearXNG, enable the json format in its settings)") from None
+    if not isinstance(data, dict):
+        raise WebSearchError(f"web search failed: unexpected answer from {provider}")
+    return data
 
 
-def _duckduckgo(query: str, limit: int) -> list[dict]:
-    body = _fetch(f"{DUCKDUCKGO_URL}?{urllib.parse.urlencode({'q': query})}", {"Accept": "text/html"})
-    parser = _DuckDuckGoParser()
-    parser.feed(body.decode("utf-8", errors="replace"))
-    results = [{k: " ".join(v.split()) for k, v in r.items()} for r in parser.results if r["url"]]
+def _search(provider: str, endpoint: str, key: str | None, query: str, limit: int) -> list[dict]:
+    common = dict(timeout_s=SEARCH_TIMEOUT_S, max_bytes=PAGE_MAX_BYTES)
+    if provider == "searxng":
+        headers = {"Accept": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+        data = _json(egress.fetch(endpoint, params={"q": query, "format": "json"}, headers=headers, **common), provider)
+        items, snippet = data.get("results", []), "content"
+    elif provider == "brave":
+        headers = {"Accept": "application/json", "X-Subscription-Token": key or ""}
+        data = _json(egress.fetch(endpoint, params={"q": query, "count": str(limit)}, headers=headers, **common),
+                     provider)
+        items, snippet = (data.get("web") or {}).get("results", []), "description"
+    else:
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+        data = _json(egress.fetch(endpoint, method="POST", json_body={"query": query, "max_results": limit},
+                                  headers=headers, **common), provider)
+        items, snippet = data.get("results", []), "content"
+    results = []
+    for item in items:
+        if isinstance(item, dict) and item.get("url"):
+            results.append({
+                "title": " ".join(str(item.get("title", "")).split()),
+                "url": str(item["url"]),
+                "snippet": " ".join(re.sub(r"<[^>]+>", "", str(item.get(snippet) or "")).split()),
+            })
     return results[:limit]
 
 
 @tool
 def web_search(query: str, max_results: int = 5) -> list:
-    """Searches the public web and returns results as dicts with title, url and snippet. Use it for facts
-    that are not in company data (news, competitors, public prices) and cite the urls.
+    """Searches the web. Returns a list of results, each a dict with title, url and snippet. Use it for facts
+    that are not in company data (competitors, news, public prices); read a result with visit_webpage(url)
+    and cite the urls you used.
 
     Args:
-        query: The search terms.
+        query: The search terms, e.g. "Acme sensors pricing".
         max_results: How many results to return (1-10).
     """
     if not query.strip():
         raise ValueError("web_search needs a non-empty query")
-    limit = max(1, min(int(max_results), 10))
-    endpoint = os.environ.get("SEARCH_API_URL")
-    return _search_api(endpoint, query, limit) if endpoint else _duckduckgo(query, limit)
+    provider, endpoint, key = search_config()
+    try:
+        results = _search(provider, endpoint, key, query.strip(), max(1, min(int(max_results), 10)))
+    except egress.EgressRefused as exc:
+        raise WebSearchError(f"web search is blocked by this bot's egress policy: {exc}") from None
+    except egress.FetchFailed as exc:
+        raise WebSearchError(f"web search is unreachable: {exc}") from None
+    report_sources(*(Source(title=r["title"] or r["url"], url=r["url"], abstract=r["snippet"][:300]) for r in results))
+    return results
+
+
+class _Title(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.title = ""
+        self._in = False
+
+    def handle_starttag(self, tag: str, attrs) -> None:
+        self._in = tag == "title" and not self.title
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in:
+            self.title += data
+
+
+def _readable(html: str) -> str:
+    html = re.sub(r"(?is)<(script|style|noscript|svg|iframe|nav|footer|form)\b.*?</\1\s*>", "", html)
+    text = markdownify(html, heading_style="ATX", strip=["img"])
+    return re.sub(r"\n\s*\n(\s*\n)+", "\n\n", text).strip()
+
+
+@tool
+def visit_webpage(url: str) -> str:
+    """Reads a web page and returns its text as Markdown (the start of it, for long pages). Use it on a url
+    from web_search to get the facts, then cite the url.
+
+    Args:
+        url: The full http(s) URL of the page.
+    """
+    try:
+        page = egress.fetch(url.strip(), timeout_s=PAGE_TIMEOUT_S, max_bytes=PAGE_MAX_BYTES,
+                            headers={"Accept": ", ".join(READABLE_TYPES)}, content_types=READABLE_TYPES)
+    except egress.EgressRefused as exc:
+        raise PermissionError(f"{url} was not fetched: {exc}") from None
+    except egress.FetchFailed as exc:
+        raise ConnectionError(f"{url} could not be read: {exc}") from None
+    if page.status >= 400:
+        raise ConnectionError(f"{url} answered HTTP {page.status}")
+    raw = page.body.decode("utf-8", errors="replace")
+    title = ""
+    if page.content_type in ("text/html", "application/xhtml+xml"):
+        parser = _Title()
+        parser.feed(raw)
+        title = " ".join(parser.title.split())
+        text = _readable(raw)
+    else:
+        text = raw.strip()
+    notes = []
+    if len(text) > PAGE_MAX_CHARS:
+        text = text[:PAGE_MAX_CHARS].rstrip()
+        notes.append(f"(page cut at {PAGE_MAX_CHARS} characters)")
+    elif page.truncated:
+        notes.append(f"(page cut at {PAGE_MAX_BYTES // 1000} kB)")
+    report_sources(Source(title=title or page.url, url=page.url, abstract=" ".join(text.split())[:300]))
+    header = f"# {title}\n" if title else ""
+    return f"{header}URL: {page.url}\n\n{text}" + (f"\n\n{' '.join(notes)}" if notes else "")

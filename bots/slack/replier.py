@@ -62,7 +62,7 @@ def _plain(text: str) -> str:
 def render_step(update: StepUpdate) -> str:
     """One step as a compact mrkdwn block: title, the code it ran, what came back or went wrong."""
     icon = ":x:" if update.error else (":white_check_mark:" if update.is_final else ":gear:")
-    lines = [f"{icon} *{neutralize(update.department)}* · step {update.step_number}: {neutralize(update.title)}"]
+    lines = [f"{icon} *{neutralize(update.where)}* · step {update.step_number}: {neutralize(update.title)}"]
     if update.code:
         lines.append("```\n" + neutralize(_excerpt(update.code, CODE_EXCERPT)) + "\n```")
     if update.observation:
@@ -74,8 +74,8 @@ def render_step(update: StepUpdate) -> str:
 
 def _step_chunk(update: StepUpdate) -> TaskUpdateChunk:
     return TaskUpdateChunk(
-        id=f"step-{update.step_number}",
-        title=_plain(_excerpt(f"{update.department}: {update.title}", 200)),
+        id="-".join(("step", *update.agent_path, str(update.step_number))),
+        title=_plain(_excerpt(f"{update.where}: {update.title}", 200)),
         status="error" if update.error else "complete",
         details=_plain(_excerpt(update.code, CODE_EXCERPT)) if update.code else None,
         output=_plain(_excerpt(update.error or update.observation or "", OBSERVATION_EXCERPT)) or None,

@@ -55,7 +55,8 @@ def department_label(name: str) -> str:
 def step_line(update: StepUpdate) -> str:
     """One line per agent step: `HR · step 2: Searching the leave policy (1.2 s)`."""
     title = neutralize(update.title or "working")
-    line = f"{department_label(update.department)} · step {update.step_number}: {title}"
+    who = " › ".join((department_label(update.department), *(neutralize(a) for a in update.agent_path)))
+    line = f"{who} · step {update.step_number}: {title}"
     if update.error:
         line += f" (error: {neutralize(truncate(update.error, 200))})"
     elif update.duration_s is not None:

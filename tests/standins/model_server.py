@@ -3,6 +3,11 @@
 A script matches a request by a substring of its first user message (the task) and answers with its
 N-th reply, N being how many assistant turns the conversation already holds (so step 1 gets reply 0).
 Department classification requests (their system prompt carries CLASSIFIER_MARKER) get `classify_answer`.
+A reply made with tool_reply() is sent as a real `tool_calls` message (for ToolCallingAgent).
+
+`strict=True` behaves like llama-cpp-python's server: a message whose `content` is a list of parts is
+refused with HTTP 500 and a pydantic validation error; `refuse_params` refuses named request parameters
+with HTTP 400 the way OpenAI's reasoning models do.
 """
 from __future__ import annotations
 
@@ -18,6 +23,14 @@ CLASSIFIER_MARKER = "agentdesk-router"
 def code_reply(code: str, thought: str = "I will run some code.") -> str:
     """A model reply smolagents' CodeAgent accepts."""
     return f"Thought: {thought}\n<code>\n{code.strip()}\n</code>"
+
+
+def tool_reply(name: str, **arguments) -> str:
+    """A reply carrying one tool call (ToolCallingAgent); sent as the message's `tool_calls`."""
+    return _TOOL_MARK + json.dumps({"name": name, "arguments": arguments})
+
+
+_TOOL_MARK = "\x00tool_call:"
 
 
 @dataclass
@@ -42,6 +55,9 @@ class ScriptedModel:
     default_reply: str = code_reply('final_answer("I have no script for this request.")')
     requests: list[dict] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
+    strict: bool = False
+    refuse_params: frozenset[str] = frozenset()
+    refused: list[dict] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def script(self, match: str, *replies: str, delay_s: float = 0.0) -> None:
@@ -67,6 +83,10 @@ class ScriptedModel:
                 if fault.count <= 0:
                     self.faults.pop(0)
                 return fault.status, {"error": {"message": f"scripted {fault.status}", "type": "server_error"}}
+            refusal = self._refusal(body)
+            if refusal is not None:
+                self.refused.append(body)
+                return refusal
         messages = body.get("messages", [])
         system = " ".join(self._text(m) for m in messages if m.get("role") == "system")
         if CLASSIFIER_MARKER in system:
@@ -85,13 +105,30 @@ class ScriptedModel:
             return 200, self._completion(body, script.replies[min(index, len(script.replies) - 1)])
         return 200, self._completion(body, self.default_reply)
 
+    def _refusal(self, body: dict) -> tuple[int, dict] | None:
+        lists = [i for i, m in enumerate(body.get("messages", [])) if isinstance(m.get("content"), list)]
+        if self.strict and lists:
+            details = "\n".join(f"messages.{i}.typed-dict.content\n  Input should be a valid string" for i in lists)
+            return 500, {"error": {"message": f"{len(lists)} validation errors for ChatCompletionRequestMessage\n"
+                                              f"{details}", "type": "internal_server_error"}}
+        for name in sorted(self.refuse_params & set(body)):
+            return 400, {"error": {"message": f"Unsupported parameter: '{name}' is not supported with this model.",
+                                   "type": "invalid_request_error", "param": name, "code": "unsupported_parameter"}}
+        return None
+
     def _completion(self, body: dict, text: str) -> dict:
+        message: dict = {"role": "assistant", "content": text}
+        if text.startswith(_TOOL_MARK):
+            call = json.loads(text[len(_TOOL_MARK):])
+            message = {"role": "assistant", "content": None, "tool_calls": [{
+                "id": f"call_{len(self.requests)}", "type": "function",
+                "function": {"name": call["name"], "arguments": json.dumps(call["arguments"])}}]}
         return {
             "id": f"chatcmpl-{len(self.requests)}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": body.get("model", "scripted"),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 120, "completion_tokens": 30, "total_tokens": 150},
         }
 

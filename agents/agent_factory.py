@@ -1,0 +1,226 @@
+"""Building a department's agent for one task: a CodeAgent or a ToolCallingAgent, with its sub-agents.
+
+A sub-agent (`managed_agents` in the departments file) is handed to the department's agent as a host-side
+tool, so sandboxed code calls it through the same bridge as any tool: it runs here on the host, in the
+calling thread (so its spans nest under the calling step), with the caller's identity bound to its tools,
+its own step limit and, for a `kind = "code"` sub-agent, its own sandbox from the task's provider. Its
+steps go to the thread as StepUpdates with `agent_path` ("Marketing › web_research · step 2").
+"""
+from __future__ import annotations
+
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from smolagents import CodeAgent, Model, Tool, ToolCallingAgent
+from smolagents.agents import MultiStepAgent
+from smolagents.memory import ActionStep, FinalAnswerStep
+from smolagents.monitoring import LogLevel
+from smolagents.utils import AgentError
+
+from agents.chat import Caller, Source, StepUpdate
+from agents.departments import Company, Department, SubAgent
+from agents.sandbox.base import Sandbox, SandboxProvider
+from agents.security import cap
+from agents.tools import SourceCollector
+
+CODE_EXCERPT = 1200
+OBSERVATION_EXCERPT = 1500
+REPORT_LIMIT = 6000
+_THOUGHT = re.compile(r"Thought:\s*(.+?)(?:\n|<code>|```|$)", re.S)
+
+
+@dataclass
+class TaskScope:
+    """What the agents of one task share: who asked, where their steps and sources go, sandboxes."""
+
+    caller: Caller
+    department: str
+    #: Posts a sub-agent's step to the thread; thread-safe (called from the agent's worker thread).
+    emit: Callable[[StepUpdate], None] = lambda update: None
+    sources: SourceCollector = field(default_factory=SourceCollector)
+    sandboxes: SandboxProvider | None = None
+    redact: Callable[[str | None], str | None] = lambda text: text
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def cancel(self) -> None:
+        """The task is over (timeout, stop): running sub-agents stop at their next step."""
+        self.cancelled.set()
+
+
+def code_tags(configured: str | None, default: str | None) -> str | None:
+    """smolagents' `code_block_tags` for a department's setting or MODEL_CODE_TAGS ("xml" is its default)."""
+    value = configured or default
+    return "markdown" if value == "markdown" else None
+
+
+def base_instructions(name: str, description: str, kind: str) -> str:
+    how = "your tools and Python code" if kind == "code" else "your tools"
+    return (
+        f"You are the {name.upper()} agent of the company ({description}). Answer the person's request using "
+        f"{how}. Be concise and factual; say so when your data has no answer. Call final_answer with a short, "
+        "well-formatted Markdown answer for a chat thread: a complete sentence with the figures, never None or "
+        "a bare variable you have not looked at."
+    )
+
+
+def build_agent(dept: Department, company: Company, model: Model, executor: Sandbox | None, scope: TaskScope, *,
+                default_code_tags: str | None = None) -> MultiStepAgent:
+    """A new agent for one task (never shared across threads or people) with its sub-agents as tools."""
+    tools = dept.load_tools(scope.caller, scope.sources)
+    tools += [SubAgentTool(company.agents[name], dept, model, scope, default_code_tags)
+              for name in dept.managed_agents if name in company.agents]
+    instructions = base_instructions(dept.name, dept.description, dept.agent)
+    if dept.instructions:
+        instructions = f"{instructions}\n{dept.instructions}"
+    if dept.agent == "tool_calling":
+        return ToolCallingAgent(tools=tools, model=model, max_steps=dept.max_steps, instructions=instructions,
+                                verbosity_level=LogLevel.OFF, name=f"{dept.name}_agent")
+    return CodeAgent(
+        tools=tools, model=model, executor=executor, additional_authorized_imports=list(dept.authorized_imports),
+        max_steps=dept.max_steps, instructions=instructions, verbosity_level=LogLevel.OFF,
+        name=f"{dept.name}_agent", code_block_tags=code_tags(dept.code_block_tags, default_code_tags),
+    )
+
+
+# -- steps as the thread shows them -----------------------------------------------------------------------
+
+
+def _call_title(name: str, arguments: Any) -> str:
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments)
+        except ValueError:
+            arguments = {}
+    arguments = arguments if isinstance(arguments, dict) else {}
+    if name == "final_answer":
+        return "Final answer"
+    if name == "web_search":
+        return f"searching “{arguments.get('query', '')}”"
+    if name == "visit_webpage":
+        return f"visiting {arguments.get('url', '')}"
+    return f"asking {name}" if name.endswith("research") or "task" in arguments else f"calling {name}"
+
+
+def step_title(step: ActionStep) -> str:
+    """A short title: the model's stated thought for code steps, what it called for tool-calling steps."""
+    if step.is_final_answer:
+        return "Final answer"
+    if step.code_action is None and step.tool_calls:
+        return ", ".join(_call_title(c.name, c.arguments) for c in step.tool_calls)[:100]
+    if isinstance(step.model_output, str):
+        match = _THOUGHT.search(step.model_output)
+        if match:
+            return match.group(1).strip().split(". ")[0][:100].rstrip(".")
+    return "Working"
+
+
+def clean_observation(text: str | None) -> str | None:
+    """The step's printed output and result, without smolagents' scaffolding lines."""
+    if not text:
+        return text
+    text = text.replace("Execution logs:\n", "")
+    text = re.sub(r"\n?Last output from code snippet:\n(None)?", "\n", text)
+    return text.strip() or None
+
+
+def step_update(department: str, step: ActionStep, redact: Callable[[str | None], str | None], *,
+                agent_path: tuple[str, ...] = (), sources: tuple[Source, ...] = ()) -> StepUpdate:
+    usage = step.token_usage
+    return StepUpdate(
+        department=department,
+        step_number=step.step_number,
+        title=redact(step_title(step)) or "Working",
+        code=cap(redact(step.code_action), CODE_EXCERPT),
+        observation=cap(redact(clean_observation(step.observations)), OBSERVATION_EXCERPT),
+        error=cap(redact(str(step.error.message)) if step.error else None, OBSERVATION_EXCERPT),
+        duration_s=step.timing.duration if step.timing and step.timing.end_time else None,
+        input_tokens=usage.input_tokens if usage else None,
+        output_tokens=usage.output_tokens if usage else None,
+        is_final=step.is_final_answer,
+        agent_path=agent_path,
+        sources=sources,
+    )
+
+
+# -- sub-agents -------------------------------------------------------------------------------------------
+
+_SUB_TASK = (
+    "Your manager, the {department} agent, gives you this task:\n{task}\n\n"
+    "Do the task with your tools, then call final_answer with a short report of what you found: the facts "
+    "with the url of each source you used. If you could not find it, say so."
+)
+
+
+class SubAgentTool(Tool):
+    """A managed sub-agent as a tool: `web_research(task="...")` runs it to the end and returns its report."""
+
+    inputs = {"task": {"type": "string", "description": "The complete task for this agent, in plain words, "
+                                                        "with every detail it needs (it cannot see the conversation)."}}
+    output_type = "string"
+    skip_forward_signature_validation = True
+
+    def __init__(self, spec: SubAgent, dept: Department, model: Model, scope: TaskScope,
+                 default_code_tags: str | None) -> None:
+        self.name = spec.name
+        self.description = f"A team member agent: {spec.description}. Returns its report as text."
+        self.spec = spec
+        self.dept = dept
+        self.model = model
+        self.scope = scope
+        self.default_code_tags = default_code_tags
+        super().__init__()
+
+    def _agent(self, executor: Sandbox | None) -> MultiStepAgent:
+        spec = self.spec
+        tools = self.dept.load_tools(self.scope.caller, self.scope.sources, paths=spec.tools)
+        instructions = base_instructions(spec.name, spec.description, spec.kind)
+        if spec.instructions:
+            instructions = f"{instructions}\n{spec.instructions}"
+        if spec.kind == "code":
+            return CodeAgent(tools=tools, model=self.model, executor=executor, max_steps=spec.max_steps,
+                             additional_authorized_imports=list(spec.authorized_imports), instructions=instructions,
+                             verbosity_level=LogLevel.OFF, name=spec.name,
+                             code_block_tags=code_tags(spec.code_block_tags, self.default_code_tags))
+        return ToolCallingAgent(tools=tools, model=self.model, max_steps=spec.max_steps, instructions=instructions,
+                                verbosity_level=LogLevel.OFF, name=spec.name)
+
+    def forward(self, task: str) -> str:
+        scope = self.scope
+        if scope.cancelled.is_set():
+            raise RuntimeError("the task was stopped")
+        if not str(task).strip():
+            raise ValueError(f"{self.name} needs a task, e.g. {self.name}(task=\"...\")")
+        sandbox: Sandbox | None = None
+        try:
+            if self.spec.kind == "code":
+                if scope.sandboxes is None:
+                    raise RuntimeError(f"{self.name} runs code and no sandbox is available to it")
+                sandbox = scope.sandboxes.acquire(authorized_imports=list(self.spec.authorized_imports),
+                                                  step_timeout_s=self.spec.step_timeout_s, caller=scope.caller)
+            agent = self._agent(sandbox)
+            output: Any = None
+            finished = False
+            seen: set[int] = set()
+            for event in agent.run(_SUB_TASK.format(department=self.dept.name.upper(), task=task), stream=True,
+                                   max_steps=self.spec.max_steps):
+                if scope.cancelled.is_set():
+                    agent.interrupt()
+                if isinstance(event, ActionStep) and event.step_number not in seen:
+                    seen.add(event.step_number)
+                    finished = finished or event.is_final_answer
+                    scope.emit(step_update(scope.department, event, scope.redact, agent_path=(self.name,),
+                                           sources=scope.sources.take_new()))
+                elif isinstance(event, FinalAnswerStep):
+                    output = event.output
+        except AgentError as exc:
+            raise RuntimeError(f"{self.name} could not finish: {exc}") from None
+        finally:
+            if sandbox is not None:
+                sandbox.cleanup()
+        report = output if isinstance(output, str) else json.dumps(output, default=str, ensure_ascii=False)
+        if not finished:
+            report = f"(stopped at its limit of {self.spec.max_steps} steps; this may be incomplete)\n{report}"
+        return cap(report, REPORT_LIMIT) or f"{self.name} returned nothing"
