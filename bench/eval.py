@@ -144,9 +144,11 @@ async def ask_runner(runner: TaskRunner, question: Question, upload: Path, n: in
 
 def baseline_agent(settings: Settings, company, question: Question, caller) -> CodeAgent:
     """The seed's way: CodeAgent + a managed ToolCallingAgent, smolagents' defaults, the same tools and model."""
+    extra = {k: v for k, v in (("temperature", settings.model_temperature), ("max_tokens", settings.model_max_tokens))
+             if v is not None}
     model = OpenAIServerModel(model_id=settings.model_id or "default", api_base=settings.model_api_base,
                               api_key=settings.model_api_key or "none", flatten_messages_as_text=True,
-                              client_kwargs={"timeout": settings.model_timeout_s})
+                              client_kwargs={"timeout": settings.model_timeout_s}, **extra)
     dept = company.departments[question.department]
     managed = []
     for name in dept.managed_agents:
