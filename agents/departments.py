@@ -568,6 +568,10 @@ def load_company(path: Path | str) -> Company:
         errors += department_errors
         if department is not None:
             departments[name] = dataclasses.replace(department, egress=egress)
+            clashes = set(department.managed_agents) & {t.name for t in department.load_tools()}
+            for clash in sorted(clashes):
+                errors.append(f'{path}: [departments.{name}] managed_agents has "{clash}", which is also the name of '
+                              "one of its tools; the agent can call only one of them")
 
     owner: dict[str, str] = {}
     for department in departments.values():

@@ -57,29 +57,29 @@ class Question:
 
 QUESTIONS = [
     Question("hr", "How many days of annual leave do I have left?", (r"\b15\b",)),
-    Question("hr", "How many days of annual leave do I have left?", (r"\b10\.5\b",), user="U_BOB"),
-    Question("hr", "How many days of annual leave have I taken so far?", (r"\b6\b",), user="U_CARLA"),
-    Question("hr", "How many leave days have I booked but not taken yet?", (r"\b3\b",), user="U_DEEPAK"),
     Question("hr", "How many weeks of paternity leave at full salary does a non-birth parent get? Name the policy.",
              (r"\b16\b", r"parental leave")),
+    Question("hr", "How many days of annual leave do I have left?", (r"\b10\.5\b",), user="U_BOB"),
     Question("hr", "For how many working days is sickness paid at full salary? Name the policy.",
              (r"\b10\b", r"sick")),
+    Question("hr", "How many days of annual leave have I taken so far?", (r"\b6\b",), user="U_CARLA"),
     Question("hr", "What is the hotel limit per night in London? Name the policy.", (r"\b300\b", r"expense")),
+    Question("hr", "How many leave days have I booked but not taken yet?", (r"\b3\b",), user="U_DEEPAK"),
     Question("hr", "How big is the one-off home office allowance? Name the policy.", (r"\b500\b", r"remote")),
     Question("sales", "Quote 60 NW-AQ100 sensors for the EU.", (r"9082\.26", r"eur|€")),
+    Question("sales", "Which product measures VOC? Give its SKU.", (r"NW-AQ200",)),
     Question("sales", "Quote 10 NW-AQ200 for the UK.", (r"2337(\.00?)?\b", r"gbp|£")),
+    Question("sales", "What volume discount applies to 60 NW-AQ100 in the EU?", (r"10 ?%|0\.1\b",)),
     Question("sales", "Quote 120 NW-OC100 for APAC.", (r"11673\.9",)),
     Question("sales", "What do 5 NW-OC300 cost in the US?", (r"\b295(\.00?)?\b",)),
-    Question("sales", "Which product measures VOC? Give its SKU.", (r"NW-AQ200",)),
-    Question("sales", "What volume discount applies to 60 NW-AQ100 in the EU?", (r"10 ?%|0\.1\b",)),
     Question("marketing", "Which channel had the highest ROAS?", (r"email", r"9\.18")),
-    Question("marketing", "What was the ROAS of LinkedIn?", (r"2\.15",)),
-    Question("marketing", "How much did we spend on Paid Search in total?", (r"78870",)),
-    Question("marketing", "Which channel has a ROAS below 1?", (r"display",)),
+    Question("marketing", "Research on the web: what is the launch price of the Airwise AW-3 sensor?", (r"179",)),
     Question("marketing", "Which region in the attached file had the highest revenue?", (r"south",), upload=True),
     Question("marketing", "Make a bar chart of spend by region from the attached file.", (), upload=True, chart=True),
-    Question("marketing", "Research on the web: what is the launch price of the Airwise AW-3 sensor?", (r"179",)),
+    Question("marketing", "What was the ROAS of LinkedIn?", (r"2\.15",)),
     Question("marketing", "Research on the web: how much did Sensora raise in its Series C?", (r"\$?40 ?(million|m)\b",)),
+    Question("marketing", "How much did we spend on Paid Search in total?", (r"78870",)),
+    Question("marketing", "Which channel has a ROAS below 1?", (r"display",)),
 ]
 
 
@@ -144,9 +144,11 @@ async def ask_runner(runner: TaskRunner, question: Question, upload: Path, n: in
 
 def baseline_agent(settings: Settings, company, question: Question, caller) -> CodeAgent:
     """The seed's way: CodeAgent + a managed ToolCallingAgent, smolagents' defaults, the same tools and model."""
+    extra = {k: v for k, v in (("temperature", settings.model_temperature), ("max_tokens", settings.model_max_tokens))
+             if v is not None}
     model = OpenAIServerModel(model_id=settings.model_id or "default", api_base=settings.model_api_base,
                               api_key=settings.model_api_key or "none", flatten_messages_as_text=True,
-                              client_kwargs={"timeout": settings.model_timeout_s})
+                              client_kwargs={"timeout": settings.model_timeout_s}, **extra)
     dept = company.departments[question.department]
     managed = []
     for name in dept.managed_agents:

@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from agents.models import FLATTEN, NO_TEMPERATURE
+from agents.models import FLATTEN, MAX_COMPLETION_TOKENS, NO_STOP, NO_TEMPERATURE
 from agents.runner import TaskRunner
 from agents.telemetry import flush_tracing, setup_tracing, shutdown_tracing
 from tests.standins.model_server import ModelServer, ScriptedModel, code_reply, tool_reply
@@ -187,10 +187,12 @@ async def test_a_tool_calling_department_runs_no_code(tmp_path, model_server):
 @pytest.mark.parametrize("flatten", ["auto", "1"])
 async def test_a_strict_server_that_rejects_part_lists_is_answered_after_flattening(tmp_path, flatten):
     (tmp_path / "departments.toml").write_text(COMPANY)
-    with ModelServer(ScriptedModel(strict=True, refuse_params=frozenset({"temperature"}))) as server:
+    refused = frozenset({"temperature", "max_tokens", "stop"})
+    with ModelServer(ScriptedModel(strict=True, refuse_params=refused)) as server:
         server.model.script("strict server qx43", code_reply('final_answer(campaign_summary("channel")[0]["channel"])'))
         settings = make_settings(tmp_path, server.base_url, sandbox="local", config_path=tmp_path / "departments.toml",
                                  model_flatten_messages=flatten, model_temperature=0.2, model_max_retries=0,
+                                 model_max_tokens=300,
                                  model_id=f"strict-{flatten}")
         replier = await ask(settings, "marketing: strict server qx43, top channel?")
         again = await ask(settings, "marketing: strict server qx43, again?", thread="1700000000.000200")
@@ -198,12 +200,12 @@ async def test_a_strict_server_that_rejects_part_lists_is_answered_after_flatten
     assert replier.errors == [] and again.errors == []
     assert replier.answer.text == again.answer.text != ""
     assert all(isinstance(m["content"], str) for r in answered for m in r["messages"])
-    assert all("temperature" not in r for r in answered)
-    # Learned once per endpoint: a part-list refusal only in auto mode, one temperature refusal, then none.
-    kinds = ["parts" if any(isinstance(m["content"], list) for m in r["messages"]) else "temperature"
-             for r in server.model.refused]
-    assert kinds == (["parts", "temperature"] if flatten == "auto" else ["temperature"])
-    assert {FLATTEN, NO_TEMPERATURE} <= _learned(server.base_url, f"strict-{flatten}")
+    assert all(refused.isdisjoint(r) and r["max_completion_tokens"] == 300 for r in answered)
+    # Learned once per endpoint: a part-list refusal only in auto mode, one refusal per parameter, then none.
+    kinds = ["parts" if any(isinstance(m["content"], list) for m in r["messages"]) else
+             min(refused & set(r)) for r in server.model.refused]
+    assert kinds == (["parts"] if flatten == "auto" else []) + ["max_tokens", "stop", "temperature"]
+    assert {FLATTEN, NO_TEMPERATURE, MAX_COMPLETION_TOKENS, NO_STOP} <= _learned(server.base_url, f"strict-{flatten}")
 
 
 def _learned(base_url: str, model_id: str) -> set[str]:

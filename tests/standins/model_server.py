@@ -112,7 +112,8 @@ class ScriptedModel:
             return 500, {"error": {"message": f"{len(lists)} validation errors for ChatCompletionRequestMessage\n"
                                               f"{details}", "type": "internal_server_error"}}
         for name in sorted(self.refuse_params & set(body)):
-            return 400, {"error": {"message": f"Unsupported parameter: '{name}' is not supported with this model.",
+            hint = " Use 'max_completion_tokens' instead." if name == "max_tokens" else ""
+            return 400, {"error": {"message": f"Unsupported parameter: '{name}' is not supported with this model.{hint}",
                                    "type": "invalid_request_error", "param": name, "code": "unsupported_parameter"}}
         return None
 
