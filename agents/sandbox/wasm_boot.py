@@ -31,7 +31,14 @@ CHUNK_BYTES = 1 << 20
 #: Imported before the memory snapshot is taken, so the first steps of a task need no import from the zip.
 PRELOAD = ("collections", "datetime", "itertools", "math", "queue", "random", "re", "stat", "statistics",
            "time", "unicodedata", "json", "csv", "io", "hashlib", "base64", "tarfile", "decimal", "fractions",
-           "string", "textwrap", "calendar", "zoneinfo", "copy", "functools", "operator", "traceback")
+           "string", "textwrap", "calendar", "zoneinfo", "copy", "functools", "operator", "traceback", "pickle",
+           "struct", "array", "bisect", "heapq", "enum", "typing", "dataclasses", "contextlib", "uuid", "pprint",
+           "difflib", "html", "html.parser", "xml.etree.ElementTree", "urllib.parse", "urllib.request",
+           "http.client", "email", "email.message", "socket", "subprocess", "threading", "glob", "fnmatch",
+           "shutil", "pathlib", "tempfile", "gzip", "zipfile", "sqlite3", "locale", "gettext", "weakref",
+           "numbers", "secrets", "hmac", "binascii", "codecs", "logging", "argparse", "shlex", "ipaddress",
+           "mimetypes", "ctypes", "gc", "importlib", "asyncio", "concurrent.futures", "signal", "select",
+           "string", "keyword", "colorsys", "graphlib", "cmath", "platform", "sysconfig", "sys")
 
 
 def install_smolagents() -> None:
@@ -60,7 +67,10 @@ def prepare() -> None:
         sys.path.insert(0, AGENTDESK_DIR)
     install_smolagents()
     for name in PRELOAD:
-        __import__(name)
+        try:
+            __import__(name)
+        except ImportError:
+            pass
     import inside  # noqa: F401
 
 
