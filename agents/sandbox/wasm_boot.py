@@ -157,12 +157,35 @@ def warm_up() -> None:
     executor("final_answer({'warm': [1, 2.5, 'three']})")
 
 
+#: Pyodide's bridges to JavaScript. Through them code could reach Deno's own API: still within Deno's
+#: permissions, but JS allocations (ArrayBuffers) are outside the wasm memory cap. Never importable, even
+#: when a department authorizes "*".
+JS_BRIDGES = frozenset({"js", "pyodide", "pyodide_js", "_pyodide", "micropip"})
+
+
+class _NoJsBridge:
+    """A meta path finder that refuses the JS bridge modules (installed after the runner's own imports)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in JS_BRIDGES:
+            raise ImportError(f"{name} is not available in the sandbox")
+        return None
+
+
+def close_js_bridge() -> None:
+    sys.meta_path.insert(0, _NoJsBridge())
+    for name in list(sys.modules):
+        if name.split(".")[0] in JS_BRIDGES:
+            del sys.modules[name]
+
+
 def serve(memory_mb: int, from_snapshot: bool) -> int:
     """Serve one task on stdin/stdout until the host closes stdin (inside.main with the Wasm runner)."""
     prepare()
     import inside
 
     warm_up()
+    close_js_bridge()
 
     os.makedirs(f"{WORKSPACE}/in", exist_ok=True)
     os.makedirs(inside.OUTPUT_DIR, exist_ok=True)
