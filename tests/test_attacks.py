@@ -30,7 +30,7 @@ from agents.departments import load_company
 from agents.runner import TaskRunner
 from tests import attack_corpus
 from tests.attack_corpus import AFTER_TEXT, ALL, Attack
-from tests.sandbox_support import labelled_containers, require_docker_sandbox
+from tests.sandbox_support import labelled_containers, require_docker_sandbox, require_wasm_sandbox
 from tests.standins.model_server import ModelServer, ScriptedModel, code_reply
 from tests.support import RecordingReplier, chat_request, make_settings
 
@@ -105,7 +105,13 @@ def _pypi_address() -> str:
 
 @pytest.fixture(scope="module")
 def desk(tmp_path_factory):
-    root = tmp_path_factory.mktemp("attacks")
+    yield from open_desk(tmp_path_factory, "docker")
+
+
+def open_desk(tmp_path_factory, sandbox: str):
+    """A TaskRunner on the given sandbox backend serving the attack company (tests/test_attacks_wasm.py
+    uses it for SANDBOX=wasm)."""
+    root = tmp_path_factory.mktemp(f"attacks-{sandbox}")
     saved_env = {k: os.environ.get(k) for k in HOST_ENV_SECRETS}
     os.environ.update(HOST_ENV_SECRETS)
     server = ModelServer(ScriptedModel()).__enter__()
@@ -115,10 +121,13 @@ def desk(tmp_path_factory):
     runner = None
     try:
         (root / "departments.toml").write_text(COMPANY)
-        settings = make_settings(root, server.base_url, sandbox="docker", sandbox_pool_size=POOL,
+        settings = make_settings(root, server.base_url, sandbox=sandbox, sandbox_pool_size=POOL,
                                  config_path=root / "departments.toml", task_timeout_s=90.0,
                                  user_rate_per_minute=1000, max_tasks_per_user=5, **SETTINGS_SECRETS)
-        require_docker_sandbox(settings)
+        if sandbox == "docker":
+            require_docker_sandbox(settings)
+        else:
+            require_wasm_sandbox()
         company = load_company(settings.config_path)
         # The departments file refuses "*" (a deliberate guard); an operator's code could still pass it.
         company.departments["open"] = dataclasses.replace(company.departments["open"], authorized_imports=("*",))

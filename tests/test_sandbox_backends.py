@@ -373,3 +373,17 @@ def test_departments_needing_unavailable_imports_are_refused_at_load(tmp_path):
     from agents.sandbox import make_provider
 
     assert unavailable_departments(company, make_provider(docker_like)) == {}
+
+
+def test_wasm_code_cannot_reach_javascript_even_with_every_import_allowed(wasm_provider):
+    box = wasm_provider.acquire(authorized_imports=["*"], step_timeout_s=10, caller=CALLER)
+    try:
+        box.send_tools({"final_answer": FinalAnswerTool()})
+        for module in ("js", "pyodide", "pyodide.ffi", "pyodide_js", "_pyodide", "micropip"):
+            with pytest.raises(SandboxExecutionError, match="not available in the sandbox|No module named"):
+                box(f"import {module}")
+        out = box("import sys\nsorted(m for m in sys.modules if m.split('.')[0] in ('js', 'pyodide', '_pyodide'))").output
+        assert out == []
+        assert box("import json, datetime\njson.dumps({'d': str(datetime.date(2026, 1, 2))})").output == '{"d": "2026-01-02"}'
+    finally:
+        box.cleanup()

@@ -31,7 +31,14 @@ CHUNK_BYTES = 1 << 20
 #: Imported before the memory snapshot is taken, so the first steps of a task need no import from the zip.
 PRELOAD = ("collections", "datetime", "itertools", "math", "queue", "random", "re", "stat", "statistics",
            "time", "unicodedata", "json", "csv", "io", "hashlib", "base64", "tarfile", "decimal", "fractions",
-           "string", "textwrap", "calendar", "zoneinfo", "copy", "functools", "operator", "traceback")
+           "string", "textwrap", "calendar", "zoneinfo", "copy", "functools", "operator", "traceback", "pickle",
+           "struct", "array", "bisect", "heapq", "enum", "typing", "dataclasses", "contextlib", "uuid", "pprint",
+           "difflib", "html", "html.parser", "xml.etree.ElementTree", "urllib.parse", "urllib.request",
+           "http.client", "email", "email.message", "socket", "subprocess", "threading", "glob", "fnmatch",
+           "shutil", "pathlib", "tempfile", "gzip", "zipfile", "sqlite3", "locale", "gettext", "weakref",
+           "numbers", "secrets", "hmac", "binascii", "codecs", "logging", "argparse", "shlex", "ipaddress",
+           "mimetypes", "ctypes", "gc", "importlib", "asyncio", "concurrent.futures", "signal", "select",
+           "string", "keyword", "colorsys", "graphlib", "cmath", "platform", "sysconfig", "sys")
 
 
 def install_smolagents() -> None:
@@ -60,7 +67,10 @@ def prepare() -> None:
         sys.path.insert(0, AGENTDESK_DIR)
     install_smolagents()
     for name in PRELOAD:
-        __import__(name)
+        try:
+            __import__(name)
+        except ImportError:
+            pass
     import inside  # noqa: F401
 
 
@@ -147,12 +157,35 @@ def warm_up() -> None:
     executor("final_answer({'warm': [1, 2.5, 'three']})")
 
 
+#: Pyodide's bridges to JavaScript. Through them code could reach Deno's own API: still within Deno's
+#: permissions, but JS allocations (ArrayBuffers) are outside the wasm memory cap. Never importable, even
+#: when a department authorizes "*".
+JS_BRIDGES = frozenset({"js", "pyodide", "pyodide_js", "_pyodide", "micropip"})
+
+
+class _NoJsBridge:
+    """A meta path finder that refuses the JS bridge modules (installed after the runner's own imports)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in JS_BRIDGES:
+            raise ImportError(f"{name} is not available in the sandbox")
+        return None
+
+
+def close_js_bridge() -> None:
+    sys.meta_path.insert(0, _NoJsBridge())
+    for name in list(sys.modules):
+        if name.split(".")[0] in JS_BRIDGES:
+            del sys.modules[name]
+
+
 def serve(memory_mb: int, from_snapshot: bool) -> int:
     """Serve one task on stdin/stdout until the host closes stdin (inside.main with the Wasm runner)."""
     prepare()
     import inside
 
     warm_up()
+    close_js_bridge()
 
     os.makedirs(f"{WORKSPACE}/in", exist_ok=True)
     os.makedirs(inside.OUTPUT_DIR, exist_ok=True)

@@ -34,6 +34,24 @@ if (config.mode === "snapshot") {
     // no snapshot yet: a full boot (slower, same result)
   }
 }
+if (fromSnapshot) {
+  // Pyodide restores a snapshot into the module's initial memory (30 MiB) without growing it first, so a
+  // snapshot of a bigger heap would not fit: grow the fresh instance's memory before Emscripten maps it.
+  const pages = Math.ceil(options._loadSnapshot.length / 65536);
+  const grow = (result) => {
+    const instance = result.instance ?? result;
+    for (const value of Object.values(instance.exports ?? {})) {
+      if (value instanceof WebAssembly.Memory && value.buffer.byteLength / 65536 < pages) {
+        value.grow(pages - value.buffer.byteLength / 65536);
+      }
+    }
+    return result;
+  };
+  const instantiate = WebAssembly.instantiate;
+  WebAssembly.instantiate = (...args) => instantiate(...args).then(grow);
+  const streaming = WebAssembly.instantiateStreaming;
+  if (streaming) WebAssembly.instantiateStreaming = (...args) => streaming(...args).then(grow);
+}
 const pyodide = await loadPyodide(options);
 
 // The smolagents wheel and the runner's Python files live in Pyodide's in-memory filesystem; a snapshot holds

@@ -20,6 +20,8 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -58,8 +60,9 @@ class WasmRuntime:
     snapshot: Path
     modules: Path
 
-    def command(self, memory_mb: int, *, mode: str = "run") -> list[str]:
-        """The Deno command line of one sandbox process: read access to the runtime files only."""
+    def command(self, memory_mb: int, *, mode: str = "run", snapshot_out: Path | None = None) -> list[str]:
+        """The Deno command line of one sandbox process: read access to the runtime files only (mode
+        "snapshot": the installer's boot, which may write `snapshot_out` and nothing else)."""
         readable = [self.pyodide, self.wheel, RUNNER, BOOT, INSIDE]
         if mode == "run":
             readable.append(self.snapshot)
@@ -71,11 +74,11 @@ class WasmRuntime:
             f"--v8-flags=--max-old-space-size={max(64, memory_mb // 2)},--wasm-max-mem-pages={memory_mb * 16}",
         ]
         if mode == "snapshot":
-            flags.append(f"--allow-write={self.snapshot}.tmp")
+            flags.append(f"--allow-write={snapshot_out}")
         else:
             flags.append("--deny-write")
         config = {"pyodide": str(self.pyodide), "wheel": str(self.wheel), "inside": str(INSIDE), "boot": str(BOOT),
-                  "snapshot": str(self.snapshot) + (".tmp" if mode == "snapshot" else ""), "memory_mb": memory_mb,
+                  "snapshot": str(snapshot_out if mode == "snapshot" else self.snapshot), "memory_mb": memory_mb,
                   "mode": mode}
         return [str(self.deno), "run", *flags, str(RUNNER), json.dumps(config)]
 
@@ -166,8 +169,9 @@ def install(progress: Callable[[str], None] = print) -> WasmRuntime:
 def make_snapshot(runtime: WasmRuntime, progress: Callable[[str], None] = print) -> None:
     """Boot Pyodide once (slow), import the runner, save its memory and the list of importable modules."""
     progress("making the Pyodide memory snapshot (once; up to a minute)")
-    tmp = Path(f"{runtime.snapshot}.tmp")
-    done = subprocess.run(runtime.command(1024, mode="snapshot"), env=runtime.environment(), capture_output=True,
+    tmp = Path(f"{runtime.snapshot}.{os.getpid()}.{threading.get_ident()}.tmp")
+    done = subprocess.run(runtime.command(1024, mode="snapshot", snapshot_out=tmp), env=runtime.environment(),
+                          capture_output=True,
                           timeout=SNAPSHOT_TIMEOUT_S, stdin=subprocess.DEVNULL)
     lines = [line for line in done.stdout.decode("utf-8", "replace").splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines or not tmp.is_file():
@@ -175,11 +179,13 @@ def make_snapshot(runtime: WasmRuntime, progress: Callable[[str], None] = print)
         raise WasmRuntimeMissing(f"making the Pyodide snapshot failed (exit {done.returncode}): "
                                  f"{done.stderr.decode('utf-8', 'replace')[-2000:]}")
     report = json.loads(lines[-1])
-    runtime.modules.write_text(json.dumps(sorted(report.get("modules") or [])))
+    modules_tmp = tmp.with_suffix(".modules")
+    modules_tmp.write_text(json.dumps(sorted(report.get("modules") or [])))
+    os.replace(modules_tmp, runtime.modules)
     os.replace(tmp, runtime.snapshot)
-    for old in cache_root().glob("snapshot-*.bin"):
-        if old != runtime.snapshot:
-            old.unlink(missing_ok=True)
+    for old in [*cache_root().glob("snapshot-*.bin"), *cache_root().glob("modules-*.json")]:
+        if old not in (runtime.snapshot, runtime.modules) and time.time() - old.stat().st_mtime > 3600:
+            old.unlink(missing_ok=True)  # kept an hour: another checkout's processes may still boot from it
 
 
 def main() -> int:

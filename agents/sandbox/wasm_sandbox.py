@@ -44,6 +44,9 @@ log = logging.getLogger("agentdesk.sandbox")
 INPUT_DIR = "/workspace/in"
 OUTPUT_DIR = "/workspace/out"
 UPLOAD_CHUNK = 1 << 20
+MEMORY_POLL_S = 0.2
+#: Resident memory of a Deno process running Pyodide before any task (measured: bench/sandbox.py).
+PROCESS_BASE_MB = 256
 #: What V8 and Pyodide print when the wasm memory or the JS heap cannot grow any more.
 OOM_MARKERS = ("out of memory", "Out of memory", "Cannot enlarge memory", "Maximum memory size exceeded",
                "Reached heap limit", "could not allocate memory", "OOM")
@@ -73,6 +76,26 @@ class WasmProcess(SandboxInstance):
         self._killed = False
         self._frozen = False
         self._uploaded: set[str] = set()
+        self.killed_for_memory = False
+
+    def watch_memory(self, limit_bytes: int) -> None:
+        """Kill the process if its resident memory passes limit_bytes: a backstop for what V8's caps do not
+        count (JS ArrayBuffers, Deno's own buffers). Runs in a daemon thread until the process ends."""
+        def watch() -> None:
+            page = os.sysconf("SC_PAGE_SIZE")
+            while not self._killed and self.process.poll() is None:
+                try:
+                    resident = int(Path(f"/proc/{self.process.pid}/statm").read_text().split()[1]) * page
+                except (OSError, ValueError, IndexError):
+                    return
+                if resident > limit_bytes:
+                    log.warning("sandbox process %s uses %d MB: killed", self.process.pid, resident >> 20)
+                    self.killed_for_memory = True
+                    self.kill()
+                    return
+                time.sleep(MEMORY_POLL_S)
+
+        threading.Thread(target=watch, name="sandbox-memory", daemon=True).start()
 
     # -- lifecycle ------------------------------------------------------------------------------------
     def kill(self) -> None:
@@ -112,7 +135,7 @@ class WasmProcess(SandboxInstance):
             return None, False
         time.sleep(0.05)  # let the stderr drain thread take the last lines
         stderr = self.channel.stderr_text()
-        return code, any(marker in stderr for marker in OOM_MARKERS)
+        return code, self.killed_for_memory or any(marker in stderr for marker in OOM_MARKERS)
 
     # -- files ----------------------------------------------------------------------------------------
     def _upload(self, source: Path, target: str, size: int) -> None:
@@ -274,6 +297,8 @@ class WasmBackend(SandboxBackend):
             if ready.get("type") != "ready":
                 raise SandboxUnavailable(f"unexpected first message {ready.get('type')!r}")
             instance.upload_inputs()  # a replacement on a task folder that already has inputs
+            # wasm memory is capped at SANDBOX_MEMORY_MB and the JS heap at half of it; the rest is Deno itself
+            instance.watch_memory((self.settings.sandbox_memory_mb * 3 // 2 + PROCESS_BASE_MB) << 20)
         except (ChannelError, OSError, SandboxUnavailable) as exc:
             instance.destroy()
             detail = instance.channel.stderr_text()[-500:]
