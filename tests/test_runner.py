@@ -117,7 +117,7 @@ async def test_thread_keeps_department_and_memory_across_a_restart(tmp_path, mod
     restarted = make_runner(tmp_path, model_server, company_file)
     await restarted.start()
     try:
-        assert restarted.knows_thread(chat_request("x", thread="9.1").thread_key)
+        assert await restarted.knows_thread(chat_request("x", thread="9.1").thread_key)
         follow = await ask(restarted, "follow-up question abc", thread="9.1")
         other = await ask(restarted, "hr: follow-up question abc", thread="9.1")
     finally:
@@ -189,7 +189,7 @@ async def test_no_model_configured(tmp_path, company_file):
     await runner.start()
     try:
         replier = await ask(runner, "hr: hello")
-        assert not runner.ready()[0]
+        assert not (await runner.ready())[0]
     finally:
         await runner.close()
     assert "no AI model is configured" in replier.errors[0]
@@ -242,12 +242,12 @@ async def test_the_requester_stops_a_run_between_steps_and_no_further_step_runs(
         t0 = asyncio.get_running_loop().time()
         await run
         assert asyncio.get_running_loop().time() - t0 < 2.0
+        assert (await runner.request_stop(request.thread_key, "U_BOB"))[0] is False
     finally:
         await runner.close()
     assert replier.finals == []
     assert [s.step_number for s in replier.steps] == [1]
     assert replier.errors == ["Stopped as you asked after step 1."]
-    assert (await runner.request_stop(request.thread_key, "U_BOB"))[0] is False
 
 
 async def test_an_admin_may_stop_anyones_run(tmp_path, model_server, company_file):
