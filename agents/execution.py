@@ -103,7 +103,15 @@ class Worker:
         self._loops = [asyncio.ensure_future(self._consume()), asyncio.ensure_future(self._heartbeat())]
 
     async def drain(self, timeout: float) -> None:
-        """Take nothing more; let held tasks finish within `timeout`, then stop them and hand them back."""
+        """Take nothing more; let held tasks finish within `timeout`, then stop them and hand them back.
+
+        With the in-process queue no other worker would run what waits in it, so that is finished first.
+        """
+        deadline = time.monotonic() + timeout
+        if not self.queue.shared:
+            while (self._held or (await self.queue.stats())[0]) and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+        timeout = max(0.0, deadline - time.monotonic())
         self._draining = True
         for loop in self._loops:
             loop.cancel()

@@ -33,7 +33,7 @@ from agents.sandbox import make_provider
 from agents.sandbox.base import SandboxProvider
 from agents.security import Redactor
 from agents.settings import Settings
-from agents.state import StoreUnavailable, open_store
+from agents.state import PatientStore, StoreUnavailable, open_store
 from agents.taskqueue import LocalQueue, open_queue, pack_request
 from agents.telemetry import current_trace_id, tracer
 
@@ -73,9 +73,10 @@ class TaskRunner:
         self.sandboxes: SandboxProvider | None = None
         if self.role in ("all", "worker"):
             self.sandboxes = sandboxes or make_provider(settings)
-            agents = AgentRunner(settings, self.store, self.model_factory, self.redact)
-            self.worker = Worker(settings, self.company, self.store, self.queue, self.sandboxes, agents,
-                                 self.admission, self.redact)
+            patient = PatientStore(self.store)  # a task in progress waits out a Redis restart
+            agents = AgentRunner(settings, patient, self.model_factory, self.redact)
+            self.worker = Worker(settings, self.company, patient, self.queue, self.sandboxes, agents,
+                                 Admission(settings, self.company, patient, self.queue), self.redact)
         self.interrupted: list = []
         self.draining = False
         self._stats: asyncio.Task | None = None
@@ -107,11 +108,11 @@ class TaskRunner:
             self.worker.start()
         self._stats = asyncio.ensure_future(self._watch())
 
-    async def drain(self) -> None:
+    async def drain(self, timeout: float | None = None) -> None:
         """SIGTERM: stop taking work, finish what is held within AGENTDESK_DRAIN_S, hand back the rest."""
         self.draining = True
         if self.worker is not None:
-            await self.worker.drain(self.settings.drain_s)
+            await self.worker.drain(self.settings.drain_s if timeout is None else timeout)
 
     async def close(self) -> None:
         if self._stats is not None:

@@ -38,6 +38,9 @@ class Delivery:
 
 
 class TaskQueue(ABC):
+    #: True when other processes take from this queue too (a task handed back runs elsewhere).
+    shared = True
+
     @abstractmethod
     async def put(self, job: dict, max_waiting: int) -> bool:
         """Enqueue `job`; False (nothing enqueued) when `max_waiting` tasks already wait."""
@@ -72,6 +75,8 @@ class TaskQueue(ABC):
 
 class LocalQueue(TaskQueue):
     """In-process: a deque and a condition; nothing to reclaim (a dead process takes its queue with it)."""
+
+    shared = False
 
     def __init__(self) -> None:
         self._waiting: collections.deque[tuple[Delivery, float]] = collections.deque()

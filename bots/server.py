@@ -87,5 +87,7 @@ async def serve_until_stopped(app: web.Application, host: str, port: int) -> Non
     settings, runner, tasks = app[SETTINGS], app[RUNNER], app[TASKS]
     log.info("shutting down: draining for up to %.0f s", settings.drain_s)
     runner.draining = True
-    await asyncio.gather(runner.drain(), tasks.drain(timeout=settings.drain_s))
+    started = loop.time()
+    await tasks.drain(timeout=settings.drain_s)  # requests acked here reach the queue (or their answer)
+    await runner.drain(max(1.0, settings.drain_s - (loop.time() - started)))
     await runner_app.cleanup()

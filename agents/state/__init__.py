@@ -183,3 +183,64 @@ def open_store(settings) -> StateStore:
     from agents.state.sqlite import SqliteStore
 
     return SqliteStore(settings.data_dir)
+
+
+class PatientStore(StateStore):
+    """The same store, waiting out an outage (up to `give_up_s`) instead of failing: for work already
+    accepted, such as a running task's bookkeeping, which must not be lost for a Redis restart. The web
+    ack path uses the store itself, so it can answer 503 at once."""
+
+    def __init__(self, inner: StateStore, give_up_s: float = 600.0) -> None:
+        self.inner = inner
+        self.give_up_s = give_up_s
+        self.description = inner.description
+
+    async def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        import asyncio
+        import logging
+
+        started = time.monotonic()
+        warned = False
+        while True:
+            try:
+                return await getattr(self.inner, name)(*args, **kwargs)
+            except StoreUnavailable as exc:
+                if time.monotonic() - started > self.give_up_s:
+                    raise
+                if not warned:
+                    logging.getLogger("agentdesk.state").error("waiting for the state store: %s", exc)
+                    warned = True
+                await asyncio.sleep(1.0)
+
+    async def put_record(self, namespace, key, value, ttl_s=None):
+        return await self._call("put_record", namespace, key, value, ttl_s)
+
+    async def add_record(self, namespace, key, value, ttl_s=None):
+        return await self._call("add_record", namespace, key, value, ttl_s)
+
+    async def get_record(self, namespace, key):
+        return await self._call("get_record", namespace, key)
+
+    async def delete_record(self, namespace, key):
+        return await self._call("delete_record", namespace, key)
+
+    async def list_records(self, namespace, prefix=""):
+        return await self._call("list_records", namespace, prefix)
+
+    async def incr(self, name, delta, ttl_s, *, refresh_ttl=True):
+        return await self._call("incr", name, delta, ttl_s, refresh_ttl=refresh_ttl)
+
+    async def acquire_lock(self, name, owner, lease_s):
+        return await self._call("acquire_lock", name, owner, lease_s)
+
+    async def extend_lock(self, name, owner, lease_s):
+        return await self._call("extend_lock", name, owner, lease_s)
+
+    async def release_lock(self, name, owner):
+        return await self._call("release_lock", name, owner)
+
+    async def ping(self):
+        return await self.inner.ping()
+
+    async def close(self):
+        return None

@@ -33,8 +33,7 @@ _TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
 
 def where(url: str) -> str:
     """host:port (or the Sentinel hosts) of a Redis URL, never its password."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+    return urlsplit(url).netloc.rpartition("@")[2]
 
 
 def connect(url: str) -> aioredis.Redis:
