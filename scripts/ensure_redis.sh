@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Make sure a Redis server answers on loopback for the tests (the way ensure_docker.sh starts dockerd).
-# Idempotent: installs Debian's redis-server only when missing and starts one only when nothing answers
-# on $REDIS_TEST_PORT. appendonly is on, so a Redis stopped and started again keeps its streams.
-# Prints nothing secret; log and data of a server started here: $REDIS_TEST_DIR.
+# Make sure Redis runs on this machine for the scale-out tests (the way ensure_docker.sh makes sure of dockerd).
+# Idempotent: installs Debian's redis-server only when missing, then proves it starts on loopback with
+# appendonly on (a server on $REDIS_TEST_PORT, left running like dockerd; the tests start their own
+# servers on free ports so they can stop and restart them). Log and data: $REDIS_TEST_DIR.
 set -euo pipefail
 
 PORT="${REDIS_TEST_PORT:-6390}"

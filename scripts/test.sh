@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one test command (README and .ci/run): installs what the tests need, then runs pytest.
 # Installs the project into .venv, starts a Docker engine when none runs (Debian docker.io + dockerd),
+# installs Debian's redis-server (tests start their own on loopback),
 # builds the sandbox image offline-capable, installs Debian's chromium for the browser tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,9 @@ step "installing agentdesk and test dependencies"
 
 step "Docker engine"
 bash scripts/ensure_docker.sh
+
+step "Redis server (scale-out tests)"
+bash scripts/ensure_redis.sh
 
 step "sandbox image"
 .venv/bin/agentdesk sandbox build
