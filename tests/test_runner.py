@@ -29,6 +29,7 @@ COMPANY = textwrap.dedent(
     tools = []
     slack_channels = ["sales-floor"]
     max_steps = 3
+    max_concurrent = 1
     """
 )
 
@@ -286,3 +287,21 @@ async def test_feedback_is_kept_per_person_last_press_wins(tmp_path, model_serve
         await runner.close()
     assert {u: r["value"] for u, r in kept.items()} == {"U_BOB": "positive", "U_EVE": "negative"}
     assert kept["U_EVE"]["comment"] == "too short" and kept["U_EVE"]["department"] == "hr"
+
+
+async def test_a_departments_max_concurrent_runs_its_requests_one_at_a_time(tmp_path, model_server, company_file):
+    model_server.model.script("one at a time", code_reply('final_answer("in turn")'), delay_s=0.8)
+    runner = make_runner(tmp_path, model_server, company_file, max_concurrent_tasks=4)
+    await runner.start()
+    try:
+        first, second = RecordingReplier(), RecordingReplier()
+        t0 = asyncio.get_running_loop().time()
+        await asyncio.gather(
+            runner.handle(chat_request("sales: one at a time", thread="7.1"), first),
+            runner.handle(chat_request("sales: one at a time too", thread="7.2", user="U_BOB"), second),
+        )
+        elapsed = asyncio.get_running_loop().time() - t0
+    finally:
+        await runner.close()
+    assert first.answer.text == second.answer.text == "in turn"
+    assert elapsed >= 1.6, f"both sales runs overlapped ({elapsed:.2f} s) although max_concurrent = 1"

@@ -322,3 +322,54 @@ async def test_a_worker_killed_mid_task_is_reported_answered_at_most_once_and_it
     finally:
         client.close()
         topo.stop()
+
+
+async def test_stop_and_feedback_reach_the_worker_from_any_replica(topology: Topology, slack, model, tmp_path):
+    """The adapters' seams (request_stop, record_feedback) on a web-role runner, the run on a worker."""
+    if topology.redis is None:
+        pytest.skip("one process: tests/test_runner.py covers stop and feedback in-process")
+    import dataclasses
+
+    from agents.runner import TaskRunner
+    from tests.support import make_settings
+
+    model.model.script("stop me across processes", code_reply("print('one')", "Step one."),
+                       code_reply("print('two')", "Step two."), code_reply('final_answer("not reached")'),
+                       delay_s=1.5)
+    model.model.script("rate me across processes", code_reply(f'final_answer("{ANSWER} rated")'))
+    settings = dataclasses.replace(make_settings(tmp_path, model.base_url, redis_url=topology.redis.url),
+                                   slack_step_updates="off")
+    web = TaskRunner(settings, role="web")
+    stop_event = mention("hr: stop me across processes", channel="C0STOP", user="U0STOPPER")
+    rate_event = mention("hr: rate me across processes", channel="C0RATE", user="U0RATER")
+    try:
+        async with SlackEvents(topology.web_urls()) as events_api:
+            await events_api.deliver(event_callback(stop_event), 0)
+            await events_api.deliver(event_callback(rate_event), 1)
+            thread_key = f"slack:T0AGENTS:C0STOP:{stop_event['ts']}"
+            await slack.wait_for(lambda: any("stop me across" in json.dumps(r) for r in model.model.requests),
+                                 timeout=30, what="the run starting on a worker")
+
+            async def running() -> bool:
+                return await web.store.run_in(thread_key) is not None
+
+            for _ in range(100):
+                if await running():
+                    break
+                await asyncio.sleep(0.1)
+            assert (await web.request_stop(thread_key, "U0SOMEONE"))[0] is False
+            assert (await web.request_stop(thread_key, "U0STOPPER"))[0] is True
+            stopped = await slack.wait_for(
+                lambda: [m for m in slack.thread("C0STOP", stop_event["ts"]) if "Stopped as you asked" in m.text],
+                timeout=20, what="the worker stopping the run")
+            rated = await slack.wait_for(
+                lambda: [m for m in slack.thread("C0RATE", rate_event["ts"]) if f"{ANSWER} rated" in m.text],
+                timeout=30, what="the answer to rate")
+        answers = await web.store.list_records("answers")
+        task_id = next(k for k, v in answers.items() if v["thread_key"].endswith(rate_event["ts"]))
+        assert await web.record_feedback(task_id, platform="slack", user="U0RATER", value="positive")
+        assert (await web.feedback_for(task_id))["U0RATER"]["value"] == "positive"
+    finally:
+        await web.store.close()
+    assert len(stopped) == 1 and rated
+    assert not [m for m in slack.thread("C0STOP", stop_event["ts"]) if "not reached" in m.text]

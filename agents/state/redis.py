@@ -23,6 +23,7 @@ from agents.state import StateStore, StoreUnavailable
 log = logging.getLogger("agentdesk.state")
 
 PREFIX = "agentdesk"
+MAX_CONNECTIONS = 64  # per process; a blocking queue shares them
 _EXTEND = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 _INCR = ("local v = redis.call('INCRBY', KEYS[1], ARGV[1]) "
@@ -42,7 +43,9 @@ def connect(url: str) -> aioredis.Redis:
     options: dict[str, Any] = dict(socket_timeout=10, socket_connect_timeout=3, health_check_interval=15,
                                    decode_responses=True)
     if not url.startswith("redis+sentinel://"):
-        return aioredis.from_url(url, **options)
+        # A burst waits for a free connection instead of failing ("Too many connections" at 100).
+        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=MAX_CONNECTIONS, timeout=5, **options)
+        return aioredis.Redis(connection_pool=pool)
     parts = urlsplit(url)
     auth, _, hosts = parts.netloc.rpartition("@")
     password = unquote(auth.partition(":")[2]) or None
@@ -57,7 +60,7 @@ def connect(url: str) -> aioredis.Redis:
     query = parse_qs(parts.query)
     sentinel = Sentinel(nodes, sentinel_kwargs={"password": password} if "sentinel_auth" in query else {},
                         password=password, db=db, **options)
-    return sentinel.master_for(path[0])
+    return sentinel.master_for(path[0], max_connections=1000)
 
 
 def _unavailable(method):
