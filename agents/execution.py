@@ -21,6 +21,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
+from openinference.instrumentation import using_session, using_user
 from opentelemetry import propagate
 
 from agents import metrics
@@ -36,7 +37,7 @@ from agents.security import Redactor
 from agents.settings import Settings
 from agents.state import StateStore, StoreUnavailable
 from agents.taskqueue import Delivery, TaskQueue, unpack_request
-from agents.telemetry import tracer
+from agents.telemetry import hashed, tracer
 from agents.workspace import AttachmentRejected, fetch_attachments
 
 log = logging.getLogger("agentdesk.worker")
@@ -202,7 +203,9 @@ class Worker:
             if prepare is not None:
                 request = await prepare(request)
             context = propagate.extract(job.get("trace") or {})
-            with tracer.start_as_current_span("agentdesk.task", context=context) as span:
+            # The trace context travels with the task; Phoenix's session and user ids are set again here.
+            with tracer.start_as_current_span("agentdesk.task", context=context) as span, \
+                    using_session(hashed(request.thread_key)), using_user(request.caller.hashed_user):
                 span.set_attribute("agentdesk.task_id", task_id)
                 span.set_attribute("agentdesk.worker", self.name)
                 status = await self._run(delivery, job, request, replier)
