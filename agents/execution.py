@@ -245,6 +245,10 @@ class Worker:
                 await asyncio.sleep(1.0)
 
     async def _hand_back(self, delivery: Delivery, job: dict) -> None:
+        if not self.queue.shared:  # this process is stopping: the next one on this data dir runs it again
+            await self.store.put_record("queued", job["task_id"], {**job, "handed_back": True},
+                                        self.settings.max_queue_age_s + 3600)
+            return
         try:
             await self.queue.hand_back(delivery, {**job, "handed_back": True})
             log.info("handed task %s back to the queue", job["task_id"])
@@ -285,6 +289,8 @@ class Worker:
                 metrics.QUEUE_WAIT.observe(max(0.0, time.time() - job.get("enqueued_at", time.time())))
                 await self.store.task_started(task_id, request, department=dept.name, attempt=attempt,
                                               worker=self.name)
+                if not self.queue.shared:
+                    await self.store.delete_record("queued", task_id)
                 await self.store.run_started(request.thread_key, task_id, request.user, self.name,
                                              self.settings.task_timeout_s + 60)
                 metrics.IN_FLIGHT.inc()

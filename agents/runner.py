@@ -88,8 +88,11 @@ class TaskRunner:
         configure_audit(self.settings)
         try:
             await self.store.ping()
-            if isinstance(self.queue, LocalQueue):  # a dead process took its in-process queue with it
-                self.interrupted = await self.store.interrupted_tasks()
+            if isinstance(self.queue, LocalQueue):  # the in-process queue died with the last process
+                queued = await self.store.list_records("queued")
+                for job in sorted(queued.values(), key=lambda j: j.get("enqueued_at", 0)):
+                    await self.queue.put(job, max_waiting=len(queued) + 1)  # accepted then: runs now
+                self.interrupted = [r for r in await self.store.interrupted_tasks() if r.task_id not in queued]
                 for record in self.interrupted:
                     await self.store.task_finished(record.task_id, "interrupted")
         except StoreUnavailable as exc:  # the process still starts; /readyz says why it is not ready
@@ -291,12 +294,17 @@ class TaskRunner:
                 if isinstance(self.queue, LocalQueue):
                     waiter = asyncio.get_running_loop().create_future()
                     self.worker.waiters[task_id] = waiter
+            local = isinstance(self.queue, LocalQueue)
+            if local:  # kept until a worker starts it, so a restart runs what was only queued
+                await self.store.put_record("queued", task_id, job, self.settings.max_queue_age_s + 3600)
             try:
                 busy = await self.admission.enqueue(job)
             except BaseException:
                 self._forget(task_id)
                 raise
             if busy:
+                if local:
+                    await self.store.delete_record("queued", task_id)
                 self._forget(task_id)
                 outcome = "busy"
                 await safe(replier.error(busy))

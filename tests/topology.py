@@ -91,7 +91,7 @@ class Bot:
         self.proc = subprocess.Popen([sys.executable, "-m", "bots", "serve", "--role", self.role], cwd=REPO,
                                      env=self.env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
 
-    def wait_ready(self, timeout: float = 60.0) -> None:
+    def wait_ready(self, timeout: float = 180.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc is not None and self.proc.poll() is None, f"{self.role} exited:\n{self.tail()}"
