@@ -192,6 +192,8 @@ class Department:
     authorized_imports: tuple[str, ...] = ()
     max_steps: int = 6
     step_timeout_s: float = 30.0
+    #: Agent runs of this department at once on one worker (None: only the worker's global limit).
+    max_concurrent: int | None = None
     slack_channels: tuple[str, ...] = ()
     keywords: tuple[str, ...] = ()
     instructions: str = ""
@@ -269,7 +271,7 @@ def _load_tool(department: str, path: str) -> Tool:
 _TOP_KEYS = {"company", "departments", "agents", "egress"}
 _COMPANY_KEYS = {"name"}
 _DEPARTMENT_KEYS = {
-    "description", "tools", "authorized_imports", "max_steps", "step_timeout_s", "slack_channels",
+    "description", "tools", "authorized_imports", "max_steps", "step_timeout_s", "max_concurrent", "slack_channels",
     "keywords", "instructions", "file_types", "access", "data_dir", "agent", "managed_agents", "code_block_tags",
 }
 _AGENT_KEYS = {
@@ -410,6 +412,7 @@ def _department(name: str, raw: Any, file: Path, sub_agents: Any = ()) -> tuple[
     )
     max_steps = check.positive_int("max_steps", 6)
     step_timeout_s = check.positive_number("step_timeout_s", 30.0)
+    max_concurrent = check.positive_int("max_concurrent", 0) if "max_concurrent" in raw else None
     channels = check.strings("slack_channels", transform=lambda s: s.strip().lstrip("#"))
     keywords = check.strings("keywords", transform=lambda s: s.strip().lower())
     instructions = check.string("instructions")
@@ -443,6 +446,7 @@ def _department(name: str, raw: Any, file: Path, sub_agents: Any = ()) -> tuple[
         authorized_imports=imports,
         max_steps=max_steps,
         step_timeout_s=step_timeout_s,
+        max_concurrent=max_concurrent,
         slack_channels=channels,
         keywords=keywords,
         instructions=instructions,

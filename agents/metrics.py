@@ -38,6 +38,18 @@ SANDBOX_START = Histogram(
 )
 SANDBOX_POOL = Gauge("agentdesk_sandbox_pool_size", "Warm sandboxes ready", registry=REGISTRY)
 IN_FLIGHT = Gauge("agentdesk_tasks_in_flight", "Agent tasks running or queued", registry=REGISTRY)
+QUEUE_DEPTH = Gauge("agentdesk_queue_depth", "Tasks waiting in the queue for a worker", registry=REGISTRY)
+QUEUE_LAG = Gauge("agentdesk_queue_lag_seconds", "Age of the oldest task waiting for a worker", registry=REGISTRY)
+WORKER_IN_FLIGHT = Gauge("agentdesk_worker_tasks_in_flight", "Tasks this worker process holds (running or waiting "
+                         "for their thread's turn)", registry=REGISTRY)
+RECLAIMED = Counter("agentdesk_tasks_reclaimed", "Tasks taken over from a worker that stopped renewing its lease",
+                    registry=REGISTRY)
+LOCK_WAITS = Counter("agentdesk_thread_lock_waits", "Tasks that waited for the turn before them in their thread",
+                     registry=REGISTRY)
+LOCK_WAIT = Histogram("agentdesk_thread_lock_wait_seconds", "Time a task waited for its thread's lock",
+                      registry=REGISTRY, buckets=(0.001, 0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300))
+STORE_UP = Gauge("agentdesk_state_store_up", "1 when the shared state store (SQLite or Redis) answers",
+                 registry=REGISTRY)
 TOOL_CALLS = Counter(
     "agentdesk_tool_calls", "Host-side tool calls over the sandbox bridge by tool and outcome", ["tool", "outcome"],
     registry=REGISTRY,

@@ -1,6 +1,9 @@
-"""Which department answers a request: prefix, thread, channel map, then one constrained model call."""
+"""Which department answers a request (prefix, thread, channel map, then one constrained model call), and
+whether its access policy lets this person ask it here."""
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import re
 from dataclasses import dataclass
@@ -11,9 +14,10 @@ from smolagents.models import ChatMessage, MessageRole
 
 from agents.chat import ChatRequest
 from agents.departments import Company, Department
-from agents.memory import StateStore
+from agents.state import StateStore
 
 log = logging.getLogger("agentdesk.routing")
+audit = logging.getLogger("agentdesk.audit")
 
 CLASSIFIER_MARKER = "agentdesk-router"
 _PREFIX = re.compile(r"^\s*([A-Za-z][\w-]*)\s*:\s*(.*)$", re.S)
@@ -37,11 +41,11 @@ class Router:
         self.store = store
         self.model_factory = model_factory
 
-    def route(self, request: ChatRequest) -> Route:
-        """Blocking (the classifier calls the model): run it in a worker thread."""
+    async def route(self, request: ChatRequest) -> Route:
+        """The route of a request; the classifier's model call runs in a worker thread."""
         text = request.text.strip()
         prefixed, rest = self._prefix(text)
-        existing = self.store.thread_department(request.thread_key)
+        existing = await self.store.thread_department(request.thread_key)
         if existing and existing in self.company.departments:
             if prefixed and prefixed.name != existing and request.is_direct:
                 # A DM / Teams personal chat is one endless thread: a prefix switches department there.
@@ -59,7 +63,7 @@ class Router:
             return Route(by_channel, text, "channel")
         if len(self.company.departments) == 1:
             return Route(next(iter(self.company.departments.values())), text, "only")
-        return self._classify(text)
+        return await asyncio.to_thread(self._classify, text)
 
     def _prefix(self, text: str) -> tuple[Department | None, str]:
         match = _PREFIX.match(text)
@@ -113,3 +117,14 @@ class Router:
 
 
 _STOPWORDS = {"and", "or", "the", "a", "an", "of", "for", "to", "in", "on", "with", "by", "our", "your", "data"}
+
+
+def access_refusal(route: Route, request: ChatRequest) -> str | None:
+    """None when the department's access policy lets this person ask it here; else the polite refusal."""
+    department = route.department.name
+    if route.department.access.allows(request):
+        return None
+    audit.info(json.dumps({"event": "refused", "department": department, "user": request.caller.hashed_user,
+                           "platform": request.platform, "channel": request.channel}))
+    return (f"Sorry, the {department.upper()} agent isn't available to you here. "
+            "If you think you should have access, ask the people who run this bot.")

@@ -22,14 +22,19 @@ def _settings() -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
+    import dataclasses
 
-    from bots.server import create_app
+    from bots.server import create_app, serve_until_stopped
 
     settings = _settings()
+    if args.role:
+        settings = dataclasses.replace(settings, role=args.role)
+    if settings.role != "all" and not settings.redis_url:
+        print(f"agentdesk serve --role {settings.role} needs REDIS_URL: web replicas and workers share their "
+              "state and task queue through Redis. Without it run --role all (one process).", file=sys.stderr)
+        return 2
     app = create_app(settings)
-    print(f"agentdesk listening on http://{settings.host}:{settings.port}", flush=True)
-    web.run_app(app, host=settings.host, port=settings.port, print=None)
+    asyncio.run(serve_until_stopped(app, settings.host, settings.port))
     return 0
 
 
@@ -128,7 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("serve", help="run the HTTP server (Slack, Teams, health, metrics)").set_defaults(func=cmd_serve)
+    serve = sub.add_parser("serve", help="run the HTTP server (Slack, Teams, health, metrics)")
+    serve.add_argument("--role", choices=["all", "web", "worker"],
+                       help="all (default; AGENTDESK_ROLE): everything in one process; web: webhooks, enqueue; "
+                            "worker: runs queued tasks (web and worker need REDIS_URL)")
+    serve.set_defaults(func=cmd_serve)
 
     ask = sub.add_parser("ask", help='one request from the terminal, e.g. agentdesk ask "hr: how many leave days do I have?"')
     ask.add_argument("text")

@@ -96,7 +96,7 @@ def check_departments(settings: Settings, report: Report) -> None:
     names = ", ".join(sorted(company.departments))
     report.add(OK, "departments file", f"{settings.config_path}: {len(company.departments)} departments ({names})")
     if settings.sandbox == "wasm":
-        from agents.runner import unavailable_departments
+        from agents.execution import unavailable_departments
         from agents.sandbox import make_provider
 
         for name, missing in unavailable_departments(company, make_provider(settings)).items():

@@ -2,7 +2,8 @@
 # The one test command (README and .ci/run): installs what the tests need, then runs pytest.
 # Installs the project into .venv, starts a Docker engine when none runs (Debian docker.io + dockerd),
 # builds the sandbox image offline-capable, installs the WebAssembly sandbox (Deno from PyPI, Pyodide from
-# npm, Debian's npm when missing), installs Debian's chromium for the browser tests.
+# npm, Debian's npm when missing), installs Debian's redis-server (tests start their own on loopback),
+# installs Debian's chromium for the browser tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,9 @@ step "installing agentdesk and test dependencies"
 
 step "Docker engine"
 bash scripts/ensure_docker.sh
+
+step "Redis server (scale-out tests)"
+bash scripts/ensure_redis.sh
 
 step "sandbox image"
 .venv/bin/agentdesk sandbox build

@@ -148,6 +148,18 @@ def test_max_steps_must_be_positive_integer(tmp_path, value):
     assert f"[departments.hr] max_steps must be a positive integer, got {value}" in message
 
 
+@pytest.mark.parametrize("value", ["0", '"two"', "1.5"])
+def test_max_concurrent_must_be_a_positive_integer(tmp_path, value):
+    message = config_error(tmp_path, MINIMAL + f"max_concurrent = {value}\n")
+    assert f"[departments.hr] max_concurrent must be a positive integer, got {value}" in message
+
+
+def test_max_concurrent_is_read_and_optional(tmp_path):
+    company = load_company(write(tmp_path, MINIMAL + "max_concurrent = 3\n"))
+    assert company.departments["hr"].max_concurrent == 3
+    assert load_company(write(tmp_path, MINIMAL, "other.toml")).departments["hr"].max_concurrent is None
+
+
 def test_step_timeout_must_be_positive(tmp_path):
     message = config_error(tmp_path, MINIMAL + "step_timeout_s = 0\n")
     assert "[departments.hr] step_timeout_s must be a positive number of seconds, got 0" in message

@@ -80,7 +80,7 @@ async def test_docker_engine_unreachable_then_back(tmp_path, model_server, compa
     runner = TaskRunner(settings)
     await runner.start()  # must not raise: the bot starts and says what is wrong
     try:
-        ready, why = runner.ready()
+        ready, why = await runner.ready()
         assert not ready and f"Docker engine not reachable at unix://{closed}" in why and "DOCKER_HOST" in why
         status, body = await readyz(runner)
         assert status == 503 and body["ready"] is False and "not reachable" in body["detail"]
@@ -92,7 +92,7 @@ async def test_docker_engine_unreachable_then_back(tmp_path, model_server, compa
             monkeypatch.delenv("DOCKER_HOST")
         else:
             monkeypatch.setenv("DOCKER_HOST", real_host)
-        ready, why = runner.ready()
+        ready, why = await runner.ready()
         assert ready, why
         assert (await readyz(runner))[0] == 200
         back = await ask(runner, "hr: engine check", thread="1.2")
@@ -112,7 +112,7 @@ async def test_sandbox_image_missing_then_built(tmp_path, model_server, company_
     runner = TaskRunner(settings)
     await runner.start()
     try:
-        ready, why = runner.ready()
+        ready, why = await runner.ready()
         assert not ready and why == f"sandbox image {missing} missing: run `agentdesk sandbox build`"
         status, body = await readyz(runner)
         assert status == 503 and "agentdesk sandbox build" in body["detail"]
@@ -121,7 +121,7 @@ async def test_sandbox_image_missing_then_built(tmp_path, model_server, company_
 
         repo, tag = missing.split(":")
         client.images.get(base.sandbox_image).tag(repo, tag)  # the operator builds the image
-        ready, why = runner.ready()
+        ready, why = await runner.ready()
         assert ready, why
         back = await ask(runner, "hr: image check", thread="2.2")
         assert back.errors == [] and back.answer.text == "image is back"
@@ -197,7 +197,7 @@ def _running_tasks(db: Path) -> list[tuple]:
         return []
     with sqlite3.connect(db) as conn:
         try:
-            return conn.execute("SELECT task_id, request FROM tasks WHERE status='running'").fetchall()
+            return conn.execute("SELECT key, value FROM records WHERE namespace='running'").fetchall()
         except sqlite3.OperationalError:
             return []
 
@@ -242,7 +242,7 @@ def test_killed_mid_task_the_request_is_reported_after_restart(tmp_path, model_s
             try:
                 mine = runner.take_interrupted("terminal")
                 again = runner.take_interrupted("terminal")
-                return mine, again, runner.store.interrupted_tasks()
+                return mine, again, await runner.store.interrupted_tasks()
             finally:
                 await runner.close()
 

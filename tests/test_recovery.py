@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from agents.memory import StateStore
+from agents.state.sqlite import SqliteStore
 from tests.standins.slack_api import TOKEN, SlackAPI, running_bot
 from tests.support import chat_request
 
@@ -16,10 +16,10 @@ async def slack():
 
 async def test_slack_request_interrupted_by_a_crash_is_reported_after_restart(tmp_path, model_server, slack):
     # What a killed process leaves behind: a task record still marked running.
-    store = StateStore(tmp_path / "data")
-    store.task_started("task-1", chat_request("hr: summarise the parental leave policy", channel="C0GENERAL",
-                                              thread="1700000000.000200"))
-    store.close()
+    store = SqliteStore(tmp_path / "data")
+    await store.task_started("task-1", chat_request("hr: summarise the parental leave policy", channel="C0GENERAL",
+                                                    thread="1700000000.000200"))
+    await store.close()
 
     async with running_bot(tmp_path, model_server, slack) as bot:
         notices = await slack.wait_for(

@@ -29,6 +29,7 @@ COMPANY = textwrap.dedent(
     tools = []
     slack_channels = ["sales-floor"]
     max_steps = 3
+    max_concurrent = 1
     """
 )
 
@@ -117,7 +118,7 @@ async def test_thread_keeps_department_and_memory_across_a_restart(tmp_path, mod
     restarted = make_runner(tmp_path, model_server, company_file)
     await restarted.start()
     try:
-        assert restarted.knows_thread(chat_request("x", thread="9.1").thread_key)
+        assert await restarted.knows_thread(chat_request("x", thread="9.1").thread_key)
         follow = await ask(restarted, "follow-up question abc", thread="9.1")
         other = await ask(restarted, "hr: follow-up question abc", thread="9.1")
     finally:
@@ -189,7 +190,7 @@ async def test_no_model_configured(tmp_path, company_file):
     await runner.start()
     try:
         replier = await ask(runner, "hr: hello")
-        assert not runner.ready()[0]
+        assert not (await runner.ready())[0]
     finally:
         await runner.close()
     assert "no AI model is configured" in replier.errors[0]
@@ -242,12 +243,12 @@ async def test_the_requester_stops_a_run_between_steps_and_no_further_step_runs(
         t0 = asyncio.get_running_loop().time()
         await run
         assert asyncio.get_running_loop().time() - t0 < 2.0
+        assert (await runner.request_stop(request.thread_key, "U_BOB"))[0] is False
     finally:
         await runner.close()
     assert replier.finals == []
     assert [s.step_number for s in replier.steps] == [1]
     assert replier.errors == ["Stopped as you asked after step 1."]
-    assert (await runner.request_stop(request.thread_key, "U_BOB"))[0] is False
 
 
 async def test_an_admin_may_stop_anyones_run(tmp_path, model_server, company_file):
@@ -286,3 +287,21 @@ async def test_feedback_is_kept_per_person_last_press_wins(tmp_path, model_serve
         await runner.close()
     assert {u: r["value"] for u, r in kept.items()} == {"U_BOB": "positive", "U_EVE": "negative"}
     assert kept["U_EVE"]["comment"] == "too short" and kept["U_EVE"]["department"] == "hr"
+
+
+async def test_a_departments_max_concurrent_runs_its_requests_one_at_a_time(tmp_path, model_server, company_file):
+    model_server.model.script("one at a time", code_reply('final_answer("in turn")'), delay_s=0.8)
+    runner = make_runner(tmp_path, model_server, company_file, max_concurrent_tasks=4)
+    await runner.start()
+    try:
+        first, second = RecordingReplier(), RecordingReplier()
+        t0 = asyncio.get_running_loop().time()
+        await asyncio.gather(
+            runner.handle(chat_request("sales: one at a time", thread="7.1"), first),
+            runner.handle(chat_request("sales: one at a time too", thread="7.2", user="U_BOB"), second),
+        )
+        elapsed = asyncio.get_running_loop().time() - t0
+    finally:
+        await runner.close()
+    assert first.answer.text == second.answer.text == "in turn"
+    assert elapsed >= 1.6, f"both sales runs overlapped ({elapsed:.2f} s) although max_concurrent = 1"

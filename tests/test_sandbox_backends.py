@@ -360,7 +360,7 @@ def test_wasm_sweep_kills_sandboxes_of_a_dead_process(tmp_path):
 
 def test_departments_needing_unavailable_imports_are_refused_at_load(tmp_path):
     from agents.departments import load_company
-    from agents.runner import unavailable_departments
+    from agents.execution import unavailable_departments
     from agents.settings import BUNDLED_CONFIG
 
     prov = backend_provider("wasm", tmp_path)

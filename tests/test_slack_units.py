@@ -2,6 +2,8 @@
 stand-in over HTTP, the dedupe store across a restart, the manifest writer."""
 from __future__ import annotations
 
+import asyncio
+
 import time
 
 import pytest
@@ -9,7 +11,7 @@ import yaml
 
 from agents.chat import FinalAnswer, OutputFile, StepUpdate
 from bots.slack.adapter import clean_text, web_client
-from bots.dedupe import DedupeStore
+from agents.state.sqlite import SqliteStore
 from bots.slack.manifest import write_manifest
 from bots.slack.mrkdwn import MESSAGE_LIMIT, split_text, to_mrkdwn
 from bots.slack.replier import ChannelPacer, SlackReplier
@@ -54,15 +56,16 @@ def test_clean_text_removes_the_bot_mention_and_decodes_slack_markup():
     assert clean_text(raw, "UBOT") == "compare https://a.example/x?y=1&z=2 <draft> with @U2 in #general"
 
 
-def test_dedupe_claims_survive_a_restart_and_expire(tmp_path):
-    store = DedupeStore(tmp_path / "d.sqlite3", ttl_s=60)
-    assert store.claim("event:Ev1") and not store.claim("event:Ev1")
-    store.close()
-    reopened = DedupeStore(tmp_path / "d.sqlite3", ttl_s=60)
-    assert not reopened.claim("event:Ev1") and reopened.claim("event:Ev2")
-    reopened.close()
-    expired = DedupeStore(tmp_path / "d.sqlite3", ttl_s=-1)
-    assert expired.claim("event:Ev3") and expired.claim("event:Ev3")
+async def test_dedupe_claims_survive_a_restart_and_expire(tmp_path):
+    store = SqliteStore(tmp_path)
+    assert await store.claim_event("event:Ev1", 60) and not await store.claim_event("event:Ev1", 60)
+    await store.close()
+    reopened = SqliteStore(tmp_path)
+    assert not await reopened.claim_event("event:Ev1", 60) and await reopened.claim_event("event:Ev2", 60)
+    assert await reopened.claim_event("event:Ev3", 0.05)
+    await asyncio.sleep(0.1)
+    assert await reopened.claim_event("event:Ev3", 60)
+    await reopened.close()
 
 
 def test_manifest_fills_request_urls_or_socket_mode(tmp_path):

@@ -148,10 +148,15 @@ async def test_one_trace_per_request_with_agent_llm_and_tool_spans_and_no_secret
     assert root.resource["service.name"] == "agentdesk"
     assert root.resource["service.version"]
 
-    for name in ("agentdesk.route", "agentdesk.sandbox.acquire", "agentdesk.attachments"):
-        assert [s.parent_id for s in spans if s.name == name] == [root.span_id], name
+    # Admission (route) where the request arrived; the run under the task span the worker opens, in the
+    # same trace (the context travels with the queued task).
+    assert [s.parent_id for s in spans if s.name == "agentdesk.route"] == [root.span_id]
+    tasks = [s for s in spans if s.name == "agentdesk.task"]
+    assert len(tasks) == 1 and tasks[0].parent_id == root.span_id
+    for name in ("agentdesk.sandbox.acquire", "agentdesk.attachments"):
+        assert [s.parent_id for s in spans if s.name == name] == [tasks[0].span_id], name
     agents = [s for s in spans if kind(s) == "AGENT"]
-    assert len(agents) == 1 and agents[0].parent_id == root.span_id
+    assert len(agents) == 1 and agents[0].parent_id == tasks[0].span_id
     agent = agents[0]
     assert agent.attributes["llm.token_count.total"] == 300
     llms = [s for s in spans if kind(s) == "LLM"]
@@ -430,8 +435,10 @@ def assert_one_rooted_trace(spans, root_name: str, platform: str) -> None:
     assert root in ancestors(agent, spans)
     llms = [s for s in spans if kind(s) == "LLM"]
     assert llms and all(agent in ancestors(s, spans) and s.attributes["llm.token_count.total"] == 150 for s in llms)
-    for name in ("agentdesk.route", "agentdesk.sandbox.acquire"):
-        assert [s.parent_id for s in spans if s.name == name] == [root.span_id], name
+    assert [s.parent_id for s in spans if s.name == "agentdesk.route"] == [root.span_id]
+    task = next(s for s in spans if s.name == "agentdesk.task")
+    assert task.parent_id == root.span_id
+    assert [s.parent_id for s in spans if s.name == "agentdesk.sandbox.acquire"] == [task.span_id]
 
 
 async def test_slack_mention_over_http_is_one_trace_rooted_at_the_slack_event(tmp_path, model_server, receiver):

@@ -1,6 +1,7 @@
 """Slack in the bot's aiohttp app: POST /slack/events (Events API) and Socket Mode, both via one Bolt app.
 
-The Events API ack path does only the size, signature and JSON checks; Bolt (dedupe, listeners) runs after
+The Events API ack path does the size, signature and JSON checks and claims the event_id in the shared store
+(503 when the store is down, so Slack delivers again); Bolt (listeners, (channel, ts) dedupe) runs after
 the 200 in a deferred background task that yields the event loop to other requests' acks, and every listener
 hands the agent work to deferred BackgroundTasks, so Slack gets its 200 fast even under a burst.
 """
@@ -29,11 +30,12 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from agents.chat import ChatRequest
 from agents.settings import Settings
+from agents.state import StoreUnavailable
 from agents.telemetry import request_span
 from bots.recovery import INTERRUPTION_NOTIFIERS, interrupted_message
-from bots.dedupe import DedupeStore
+from bots.slack.delivery import replier_for, reply_address, with_credentials
 from bots.slack.files import attachments_from_event
-from bots.slack.replier import ChannelPacer, SlackReplier, _error_name, call_with_retry
+from bots.slack.replier import ChannelPacer, _error_name, call_with_retry
 from bots.tasks import BackgroundTasks
 
 if TYPE_CHECKING:
@@ -86,7 +88,7 @@ class SlackBot:
         self.runner = runner
         self.tasks = tasks
         self.pacer = ChannelPacer()
-        self.dedupe = DedupeStore(settings.data_dir / "slack-dedupe.sqlite3")
+        self.store = runner.store
         self._channel_names: dict[str, tuple[str | None, float]] = {}
         self._channel_scope_warned = False
         self.verifier = SignatureVerifier(settings.slack_signing_secret or "")
@@ -132,6 +134,15 @@ class SlackBot:
                 except ValueError:
                     return web.json_response({"error": "malformed request body"}, status=400)
                 if isinstance(payload, dict) and payload.get("type") == "event_callback":
+                    if self.runner.draining:
+                        return web.json_response({"error": "shutting down; deliver again"}, status=503)
+                    try:  # a redelivery (same event_id) is acked and dropped, on every replica
+                        first = await self.store.claim_event(f"slack:event:{payload.get('event_id')}")
+                    except StoreUnavailable as exc:
+                        log.error("answering Slack 503 so it delivers the event again: %s", exc)
+                        return web.json_response({"error": "state store unavailable; deliver again"}, status=503)
+                    if not first:
+                        return web.Response(status=200)
                     # Bolt's request (parsing again, context) is built in the deferred task, off the ack path
                     self.tasks.spawn(self._dispatch(body, request.query_string, request.headers), deferred=True,
                                      name=f"slack-event:{payload.get('event_id')}")
@@ -151,12 +162,23 @@ class SlackBot:
 
     # middleware and listeners ----------------------------------------------------------------------
 
-    async def _dedupe_middleware(self, body: dict, next) -> BoltResponse | None:
-        """A redelivered event (same event_id; Slack retries after 3 s) is acked and dropped."""
+    async def _dedupe_middleware(self, body: dict, request: AsyncBoltRequest, next) -> BoltResponse | None:
+        """A redelivered Socket Mode event (same event_id) is dropped (HTTP events are claimed at the ack)."""
         event_id = body.get("event_id") if isinstance(body, dict) else None
-        if event_id and not self.dedupe.claim(f"event:{event_id}"):
+        if event_id and request.mode == "socket_mode" and not await self._claim(f"slack:event:{event_id}"):
             return BoltResponse(status=200, body="")
         return await next()
+
+    async def _claim(self, key: str) -> bool:
+        """Claim a delivery once across replicas; after the ack, wait for the store rather than lose it."""
+        for attempt in range(600):
+            try:
+                return await self.store.claim_event(key)
+            except StoreUnavailable as exc:
+                if attempt == 0:
+                    log.error("a Slack event waits for the state store: %s", exc)
+                await asyncio.sleep(1.0)
+        return False
 
     async def _ignore(self) -> None:
         return None
@@ -192,7 +214,11 @@ class SlackBot:
         thread_ts = event.get("thread_ts")
         if thread_ts and thread_ts != event["ts"]:
             key = f"slack:{team_id}:{event['channel']}:{thread_ts}"
-            return bool(await asyncio.to_thread(self.runner.knows_thread, key))  # SQLite: off the loop
+            for attempt in range(600):
+                try:
+                    return await self.runner.knows_thread(key)
+                except StoreUnavailable:
+                    await asyncio.sleep(1.0)
         return False
 
     async def _maybe_handle(self, event: dict, body: dict, context, client: AsyncWebClient, via: str) -> None:
@@ -200,7 +226,7 @@ class SlackBot:
         if not await self._wanted(event, team_id, context.bot_user_id, via):
             return
         # One channel mention arrives as app_mention and as message.channels: answer the first only.
-        if not self.dedupe.claim(f"message:{team_id}:{event['channel']}:{event['ts']}"):
+        if not await self._claim(f"slack:message:{team_id}:{event['channel']}:{event['ts']}"):
             return
         self.tasks.spawn(self._work(event, team_id, context.bot_user_id, client, via),
                          name=f"slack-{event['channel']}-{event['ts']}", deferred=True)
@@ -213,12 +239,9 @@ class SlackBot:
         request = ChatRequest(
             platform="slack", workspace=team_id, channel=channel, thread=thread_ts, user=event["user"],
             text=clean_text(event.get("text") or "", bot_user_id), message_id=ts, is_direct=is_direct,
+            reply_address=reply_address(event, team_id),
         )
-        replier = SlackReplier(
-            client, channel, thread_ts, mode=self.settings.slack_step_updates, pacer=self.pacer,
-            recipient_team_id=event.get("user_team") or event.get("team") or team_id,
-            recipient_user_id=event["user"], is_direct=is_direct,
-        )
+        replier = self.replier_for(request)
         with request_span("slack.event", request, **{"slack.event_type": via}):
             try:
                 attachments = await attachments_from_event(event, client, self.settings.slack_bot_token or "")
@@ -246,8 +269,12 @@ class SlackBot:
         self._channel_names[channel] = (name, time.monotonic() + CHANNEL_NAME_TTL_S)
         return name
 
-    def close(self) -> None:
-        self.dedupe.close()
+    def replier_for(self, request: ChatRequest):
+        """The replier of a request, here or on the worker that runs it (bots.slack.delivery)."""
+        return replier_for(request, client=self.app.client, settings=self.settings, pacer=self.pacer)
+
+    async def with_credentials(self, request: ChatRequest) -> ChatRequest:
+        return await with_credentials(request, self.settings.slack_bot_token or "")
 
 
 async def _slack_disabled(request: web.Request) -> web.Response:
@@ -267,16 +294,23 @@ async def _http_disabled(request: web.Request) -> web.Response:
 SLACK_BOT = web.AppKey("slack_bot", SlackBot)
 
 
-def mount(app: web.Application, settings: Settings, runner: "TaskRunner", tasks: BackgroundTasks) -> SlackBot | None:
-    """Add Slack to the bot's aiohttp app (or a 404 route that says Slack is not configured)."""
+def mount(app: web.Application, settings: Settings, runner: "TaskRunner", tasks: BackgroundTasks, *,
+          webhooks: bool = True) -> SlackBot | None:
+    """Add Slack to the bot's aiohttp app (or a 404 route that says Slack is not configured).
+
+    `webhooks=False` (a worker): no /slack/events and no Socket Mode, only the replies of queued tasks.
+    """
     if not settings.slack_enabled:
-        log.info("Slack disabled: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET (or SLACK_APP_TOKEN) to enable it")
-        app.router.add_post("/slack/events", _slack_disabled)
+        if webhooks:
+            log.info("Slack disabled: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET (or SLACK_APP_TOKEN) to enable it")
+            app.router.add_post("/slack/events", _slack_disabled)
         return None
     bot = SlackBot(settings, runner, tasks)
     app[SLACK_BOT] = bot
-    app.router.add_post("/slack/events", bot.handle_http if settings.slack_signing_secret else _http_disabled)
-    if settings.slack_app_token:
+    runner.register_platform("slack", bot.replier_for, bot.with_credentials)
+    if webhooks:
+        app.router.add_post("/slack/events", bot.handle_http if settings.slack_signing_secret else _http_disabled)
+    if webhooks and settings.slack_app_token:
         from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
         handler = AsyncSocketModeHandler(bot.app, settings.slack_app_token)
@@ -299,9 +333,4 @@ def mount(app: web.Application, settings: Settings, runner: "TaskRunner", tasks:
                               thread_ts=request["thread"], text=interrupted_message(record))
 
     app[INTERRUPTION_NOTIFIERS]["slack"] = notify_interrupted
-
-    async def close(app: web.Application) -> None:
-        await asyncio.to_thread(bot.close)  # joins the dedupe writer thread and flushes SQLite
-
-    app.on_cleanup.append(close)
     return bot

@@ -34,13 +34,14 @@ from botframework.connector.auth import AuthenticationConstants, ServiceClientCr
 
 from agents.chat import ChatRequest
 from agents.settings import Settings, SettingsError
+from agents.state import StoreUnavailable
 from agents.telemetry import request_span
-from bots.dedupe import DedupeStore
 from bots.recovery import INTERRUPTION_NOTIFIERS, interrupted_message
 from bots.tasks import BackgroundTasks
 from bots.teams.files import PendingUploads, UploadFailed, file_info_card, inbound_attachments, upload
 from bots.teams.outbound import ConversationSender, RateLimiters, SendFailed
-from bots.teams.replier import TeamsReplier, message_activity
+from bots.teams.delivery import replier_for, reply_address, with_credentials
+from bots.teams.replier import message_activity
 from bots.teams.text import escape
 
 log = logging.getLogger("agentdesk.teams")
@@ -158,7 +159,7 @@ class TeamsBot:
         self.adapter = CloudAdapter(self.auth)
         self.limiters = RateLimiters()
         self.uploads = PendingUploads(settings.data_dir / "teams" / "uploads")
-        self.dedupe = DedupeStore(settings.data_dir / "teams-dedupe.sqlite3")
+        self.store = runner.store
         if metadata_url and self.app_id:
             log.warning("%s is set: Teams tokens are checked against keys from %s. This is for tests only; "
                         "unset it in production.", OPENID_METADATA_ENV, metadata_url)
@@ -194,7 +195,13 @@ class TeamsBot:
             return denied
 
         if activity.type == "message":
-            self._on_message(activity)
+            if self.runner.draining:
+                return _error(503, "shutting down; deliver again")
+            try:
+                await self._on_message(activity)
+            except StoreUnavailable as exc:
+                log.error("teams: answering 503 so the activity is delivered again: %s", exc)
+                return _error(503, "state store unavailable; deliver again")
             if activity.delivery_mode == "expectReplies":
                 # Replies go out through the connector once the agent is done, not in this response.
                 return web.json_response({"activities": []}, status=200)
@@ -231,19 +238,19 @@ class TeamsBot:
 
     # -- messages -----------------------------------------------------------------------------------------
 
-    def _first_time(self, activity: Activity) -> bool:
+    async def _first_time(self, activity: Activity) -> bool:
         """Teams redelivers an activity it thinks timed out; the same id must not start a second run, even
         across a restart (the same store as Slack's)."""
         if not activity.id:
             return True
         conversation = activity.conversation.id if activity.conversation else ""
-        return self.dedupe.claim(f"{conversation}|{activity.id}")
+        return await self.store.claim_event(f"teams:{conversation}|{activity.id}")
 
-    def _on_message(self, activity: Activity) -> None:
+    async def _on_message(self, activity: Activity) -> None:
         if activity.conversation is None or activity.from_property is None or not activity.service_url:
             log.warning("teams: ignored a message without conversation, sender or serviceUrl")
             return
-        if not self._first_time(activity):
+        if not await self._first_time(activity):
             log.info("teams: ignored a redelivered activity")
             return
         self.tasks.spawn(self._run(activity), name=f"teams:{activity.id}")
@@ -268,7 +275,7 @@ class TeamsBot:
             await sender.send(message_activity("Ask me a question. To pick a department, start with its name, "
                                                "e.g. “hr: how many leave days do I have?”"))
             return
-        replier = TeamsReplier(sender, personal=turn.request.is_direct, uploads=self.uploads, owner=turn.owner)
+        replier = self.replier_for(turn.request)
         with request_span("teams.activity", turn.request, **{"agentdesk.teams.conversation_type":
                                                                   turn.conversation_type}):
             await self.runner.handle(turn.request, replier)
@@ -295,10 +302,16 @@ class TeamsBot:
             channel_name=channel.get("name") if conversation_type == "channel" else None,
             is_direct=personal,
             team=team,
-            reply_address={"conversation_reference": json.dumps(
-                TurnContext.get_conversation_reference(activity).serialize())},
+            reply_address=reply_address(activity),
         )
         return _Turn(request, conversation_type, owner)
+
+    def replier_for(self, request: ChatRequest):
+        """The replier of a request, here or on the worker that runs it (bots.teams.delivery)."""
+        return replier_for(request, sender_for=self._sender, uploads=self.uploads)
+
+    async def with_credentials(self, request: ChatRequest) -> ChatRequest:
+        return await with_credentials(request, self._bot_token)
 
     def _sender(self, reference: ConversationReference) -> ConversationSender:
         return ConversationSender(reference, self._continue, self.limiters.for_thread(reference.conversation.id))
@@ -328,7 +341,7 @@ class TeamsBot:
 
     async def _on_invoke(self, activity: Activity) -> web.Response:
         if activity.name == "fileConsent/invoke":
-            if activity.conversation is not None and activity.from_property is not None and self._first_time(activity):
+            if activity.conversation is not None and activity.from_property is not None and await self._first_time(activity):
                 self.tasks.spawn(self._file_consent(activity), name=f"teams-consent:{activity.id}")
             return web.json_response(None, status=200)
         if activity.name == "message/submitAction":
@@ -398,10 +411,13 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
-def mount(app: web.Application, settings: Settings, runner: Any, tasks: BackgroundTasks) -> TeamsBot:
-    """Serve Teams at POST /api/messages on the shared app."""
+def mount(app: web.Application, settings: Settings, runner: Any, tasks: BackgroundTasks, *,
+          webhooks: bool = True) -> TeamsBot:
+    """Serve Teams at POST /api/messages on the shared app (`webhooks=False`, a worker: replies only)."""
     bot = TeamsBot(settings, runner, tasks)
-    app.router.add_post("/api/messages", bot.handle)
+    runner.register_platform("teams", bot.replier_for, bot.with_credentials)
+    if webhooks:
+        app.router.add_post("/api/messages", bot.handle)
 
     async def notify_interrupted(record) -> None:
         stored = record.request.get("reply_address", {}).get("conversation_reference")
@@ -411,9 +427,4 @@ def mount(app: web.Application, settings: Settings, runner: Any, tasks: Backgrou
         await bot._sender(reference).send(message_activity(interrupted_message(record)))
 
     app[INTERRUPTION_NOTIFIERS]["teams"] = notify_interrupted
-
-    async def close(app: web.Application) -> None:
-        await asyncio.to_thread(bot.dedupe.close)
-
-    app.on_cleanup.append(close)
     return bot
