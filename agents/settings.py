@@ -57,7 +57,8 @@ class Settings:
     slack_signing_secret: str | None = field(default=None, repr=False)
     slack_app_token: str | None = field(default=None, repr=False)
     slack_api_url: str = "https://slack.com/api/"
-    slack_step_updates: str = "replies"  # replies | stream | edit | off
+    slack_step_updates: str = "stream"  # stream | replies | edit | off
+    slack_task_display: str = "timeline"  # timeline | plan (how Slack lays out the task cards)
     teams_app_id: str | None = None
     teams_app_password: str | None = field(default=None, repr=False)
     teams_app_type: str = "SingleTenant"
@@ -106,9 +107,12 @@ class Settings:
         """Read the environment (after `.env` in the working directory, which never overrides it)."""
         if dotenv:
             load_dotenv(Path.cwd() / ".env", override=False)
-        step_updates = (_env("SLACK_STEP_UPDATES", "replies") or "replies").lower()
+        step_updates = (_env("SLACK_STEP_UPDATES", "stream") or "stream").lower()
         if step_updates not in {"replies", "stream", "edit", "off"}:
-            raise SettingsError("SLACK_STEP_UPDATES must be one of replies, stream, edit, off")
+            raise SettingsError("SLACK_STEP_UPDATES must be one of stream, replies, edit, off")
+        task_display = (_env("SLACK_TASK_DISPLAY", "timeline") or "timeline").lower()
+        if task_display not in {"timeline", "plan"}:
+            raise SettingsError("SLACK_TASK_DISPLAY must be 'timeline' or 'plan'")
         sandbox = (_env("SANDBOX", "docker") or "docker").lower()
         if sandbox not in {"docker", "local"}:
             raise SettingsError("SANDBOX must be 'docker' or 'local'")
@@ -121,6 +125,7 @@ class Settings:
             slack_app_token=_env("SLACK_APP_TOKEN"),
             slack_api_url=_env("SLACK_API_URL", "https://slack.com/api/"),
             slack_step_updates=step_updates,
+            slack_task_display=task_display,
             teams_app_id=_env("TEAMS_APP_ID"),
             teams_app_password=_env("TEAMS_APP_PASSWORD"),
             teams_app_type=_env("TEAMS_APP_TYPE", "SingleTenant"),
@@ -179,7 +184,8 @@ ENVIRONMENT = {
     "SLACK_SIGNING_SECRET": "Slack signing secret for verifying Events API requests",
     "SLACK_APP_TOKEN": "Slack app-level token (xapp-): runs Socket Mode in the same process",
     "SLACK_API_URL": "Slack Web API base URL (default https://slack.com/api/)",
-    "SLACK_STEP_UPDATES": "replies (default), stream, edit or off",
+    "SLACK_STEP_UPDATES": "stream (default: one task card per step), replies, edit or off",
+    "SLACK_TASK_DISPLAY": "timeline (default) or plan: how Slack lays out the streamed task cards",
     "TEAMS_APP_ID": "Bot Framework app (client) id; with it every request needs a valid JWT",
     "TEAMS_APP_PASSWORD": "Bot Framework client secret",
     "TEAMS_APP_TYPE": "SingleTenant (default), MultiTenant or UserAssignedMSI",
