@@ -175,6 +175,8 @@ class Department:
     file_types: tuple[str, ...] = DEFAULT_FILE_TYPES
     access: AccessPolicy = field(default_factory=AccessPolicy)
     data_dir: Path | None = None
+    #: Example questions Slack offers when a person opens the agent's Messages tab.
+    suggested_prompts: tuple[str, ...] = ()
 
     def load_tools(self, caller: Caller | None = None) -> list[Tool]:
         """Import every tool named in the file, as smolagents Tools ready to hand to a CodeAgent.
@@ -241,8 +243,9 @@ _TOP_KEYS = {"company", "departments"}
 _COMPANY_KEYS = {"name"}
 _DEPARTMENT_KEYS = {
     "description", "tools", "authorized_imports", "max_steps", "step_timeout_s", "slack_channels",
-    "keywords", "instructions", "file_types", "access", "data_dir",
+    "keywords", "instructions", "file_types", "access", "data_dir", "suggested_prompts",
 }
+PROMPT_LIMIT = 200  # characters per suggested prompt (Slack shows them as buttons)
 _ACCESS_LISTS = (
     "slack_channels", "slack_users", "slack_usergroups", "teams_tenants", "teams_teams", "teams_channels",
     "teams_users", "teams_groups",
@@ -374,6 +377,10 @@ def _department(name: str, raw: Any, file: Path) -> tuple[Department | None, lis
         "file_types", default=DEFAULT_FILE_TYPES, pattern=_EXT_RE, what='a file extension like "csv"',
         transform=lambda s: s.strip().lstrip(".").lower(),
     )
+    prompts = check.strings("suggested_prompts")
+    for prompt in prompts:
+        if len(prompt) > PROMPT_LIMIT:
+            check.fail("suggested_prompts", f"has a prompt of {len(prompt)} characters; keep each under {PROMPT_LIMIT}")
     data_dir = None
     if "data_dir" in raw:
         raw_dir = check.string("data_dir")
@@ -398,6 +405,7 @@ def _department(name: str, raw: Any, file: Path) -> tuple[Department | None, lis
         file_types=file_types,
         access=access,
         data_dir=data_dir,
+        suggested_prompts=prompts,
     )
     try:
         loaded = department.load_tools()
