@@ -91,7 +91,8 @@ class SlackBot:
         self.dedupe = DedupeStore(settings.data_dir / "slack-dedupe.sqlite3")
         self._channel_names: dict[str, tuple[str | None, float]] = {}
         self._channel_scope_warned = False
-        self.verifier = SignatureVerifier(settings.slack_signing_secret or "")
+        # Socket-Mode-only deployments have no signing secret (and slack-sdk refuses an empty one)
+        self.verifier = SignatureVerifier(settings.slack_signing_secret) if settings.slack_signing_secret else None
         self.app = AsyncApp(
             client=web_client(settings),
             signing_secret=settings.slack_signing_secret or "",
@@ -132,7 +133,8 @@ class SlackBot:
                 return web.json_response({"error": "request body too large"}, status=413)
             timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
             signature = request.headers.get("X-Slack-Signature", "")
-            if not (timestamp.isdigit() and signature and self.verifier.is_valid(body, timestamp, signature)):
+            if not (self.verifier and timestamp.isdigit() and signature
+                    and self.verifier.is_valid(body, timestamp, signature)):
                 return web.json_response({"error": "invalid request"}, status=401)
             if body.startswith("{"):  # JSON (Events API); Bolt parses any body starting with "{" as JSON too
                 try:
