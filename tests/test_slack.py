@@ -298,12 +298,17 @@ async def test_every_subscribed_event_is_acked_and_noise_is_ignored(tmp_path, mo
         "message.channels": message("chatter without the bot"),
         "message.groups": message("private chatter", channel="G0PRIV", channel_type="group"),
         "message.mpim": message("group dm chatter", channel="G0MPIM", channel_type="mpim"),
+        "app_home_opened": {"type": "app_home_opened", "user": "U0ALICE", "channel": "D0ALICE", "tab": "messages",
+                            "event_ts": "1.2"},
+        "app_context_changed": {"type": "app_context_changed", "user": "U0ALICE", "event_ts": "1.3", "context": {}},
         "assistant_thread_started": {"type": "assistant_thread_started", "event_ts": "1.2", "assistant_thread": {
             "user_id": "U0ALICE", "channel_id": "D0ALICE", "thread_ts": "1700000001.000100", "context": {}}},
         "assistant_thread_context_changed": {"type": "assistant_thread_context_changed", "event_ts": "1.3",
                                              "assistant_thread": {"user_id": "U0ALICE", "channel_id": "D0ALICE",
                                                                   "thread_ts": "1700000001.000100", "context": {}}},
     }
+    bot_events = [*dict.fromkeys([*bot_events, *build_manifest(None, socket_mode=True, assistant_view=True)[
+        "settings"]["event_subscriptions"]["bot_events"]])]
     assert set(bot_events) == set(samples)
     async with running_bot(tmp_path, model_server, slack) as bot:
         for name in bot_events:

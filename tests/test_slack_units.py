@@ -72,7 +72,15 @@ def test_manifest_fills_request_urls_or_socket_mode(tmp_path):
     assert http["settings"]["socket_mode_enabled"] is False
     scopes = set(http["oauth_config"]["scopes"]["bot"])
     assert {"app_mentions:read", "chat:write", "im:history", "files:read", "files:write", "assistant:write"} <= scopes
-    assert "assistant_view" in http["features"]
+    assert "agent_view" in http["features"] and "assistant_view" not in http["features"]
+    assert "usergroups:read" in scopes
+    events = http["settings"]["event_subscriptions"]["bot_events"]
+    assert {"app_home_opened", "app_context_changed"} <= set(events) and "assistant_thread_started" not in events
+    old = yaml.safe_load(write_manifest("https://bot.example.com/", tmp_path / "o.yaml", socket_mode=False,
+                                        assistant_view=True).read_text())
+    assert "assistant_view" in old["features"] and "agent_view" not in old["features"]
+    assert "assistant_thread_started" in old["settings"]["event_subscriptions"]["bot_events"]
+    assert "app_context_changed" not in old["settings"]["event_subscriptions"]["bot_events"]
     socket = yaml.safe_load(write_manifest(None, tmp_path / "s.yaml", socket_mode=True).read_text())
     assert socket["settings"]["socket_mode_enabled"] is True
     assert "request_url" not in socket["settings"]["event_subscriptions"]
