@@ -118,6 +118,7 @@ class Call:
     auth: str | None
     content_type: str
     at: float = field(default_factory=time.monotonic)
+    wall: float = field(default_factory=time.time)  # comparable with smolagents' step timings (benchmarks)
 
 
 @dataclass
