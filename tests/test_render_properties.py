@@ -13,7 +13,7 @@ from bots.teams.text import neutralize as teams_neutralize
 ATOMS = ["<", ">", "&", "|", "!", "@", "#", "^", "[", "]", "(", ")", "`", "```", "*", "_", "~", "\n", "\x00",
          "\x01", "\x1b", "\r", "\t", "0", "1", "9", "<!channel>", "<!here>", "<!everyone>", "<@U024BE7LH>",
          "<#C024BE7LR>", "<!subteam^SAZ94GDB8>", "<https://evil.example|https://intranet.example>",
-         "[https://intranet.example](https://evil.example)", "https://", "evil.example", "&lt;", "&gt;", "&amp;",
+         "[https://intranet.example](https://evil.example)", "[[a](https://b)](https://c)", "https://", "evil.example", "&lt;", "&gt;", "&amp;",
          "&#60;", "@channel", "@here", "subteam", "<at>", "</at>", "<a href='x'>", "| a | b |", "# ", "- ",
          "\x00" + "0" + "\x00", "\x001\x00"]
 TEXT = st.lists(st.one_of(st.sampled_from(ATOMS), st.text(max_size=8)), max_size=40).map("".join)
@@ -74,6 +74,13 @@ def test_words_survive_control_characters_around_them(words, control):
     for render in (to_mrkdwn, to_markdown):
         out = render(text)
         assert all(w in out for w in words), (text, out)
+
+
+def test_nested_links_cannot_reassemble_into_a_disguised_one():
+    nested = "[[https://intranet.example](https://x)](https://evil.example)"
+    for out in (teams_neutralize(nested), to_markdown(nested)):
+        assert all(label == url for label, url in MD_LINK.findall(out)), out
+        assert "https://evil.example" in out
 
 
 def test_the_reported_placeholder_collision_keeps_the_answer():
