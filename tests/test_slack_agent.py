@@ -202,3 +202,37 @@ async def test_socket_mode_mention_redelivery_and_reconnect_lose_nothing(tmp_pat
     for n in range(3):
         assert sum(f"socket question {n}" in json.dumps(r) for r in model_server.model.requests) == 1
     assert len([m for m in slack.messages if "socket answer 0" in m.text]) == 1
+
+
+async def test_viewing_context_reaches_the_next_dm_through_a_tool_that_checks_access(
+        tmp_path, model_server, slack, monkeypatch):
+    monkeypatch.setenv("SLACK_BOT_TOKEN", TOKEN)
+    monkeypatch.setenv("SLACK_API_URL", slack.api_url)
+    slack.add_channel("C0LAUNCH", "launch")
+    slack.add_message("C0LAUNCH", "U0CAROL", "Launch moved to Thursday because of the venue.")
+    slack.add_channel("C0SECRET", "secret-plans")
+    slack.private_members["C0SECRET"] = ["U0CAROL"]
+    slack.add_message("C0SECRET", "U0CAROL", "Acquisition target is Contoso.")
+    read = code_reply("print(viewing_context())", "Reading what they have open.")
+    model_server.model.script("summarize what I am looking at", read, code_reply('final_answer("summarized")'))
+
+    def viewing(channel: str) -> dict:
+        return {"type": "app_context_changed", "user": "U0ALICE", "event_ts": "1.1",
+                "context": {"entities": [{"type": "slack#/types/channel_id", "value": channel}]}}
+
+    def observations() -> str:
+        return json.dumps(model_server.model.requests[-1]["messages"])
+
+    async with running_bot(tmp_path, model_server, slack) as bot:
+        for channel, expected in (("C0LAUNCH", "Launch moved to Thursday"), ("C0SECRET", "private and you are not"),
+                                  (None, "No Slack channel or thread was open")):
+            if channel:
+                await bot.events.event(viewing(channel))
+                await slack.wait_for(lambda: bot.runner.store.get_record(CONTEXT, "T0EMULATOR:U0ALICE"),
+                                     what="context kept")
+            ask = message("desk: summarize what I am looking at", channel="D0ALICE", channel_type="im")
+            await bot.events.event(ask)
+            await slack.wait_for(answer_in(slack, "D0ALICE", ask["ts"], "summarized"), what="answer")
+            await bot.drain()
+            assert expected in observations(), channel
+        assert "Contoso" not in json.dumps(model_server.model.requests)

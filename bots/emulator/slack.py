@@ -159,6 +159,8 @@ class SlackSide:
         self.usergroups: dict[str, list[str]] = {}  # usergroup id -> member user ids
         self.uploads: dict[str, dict] = {}  # file id -> {filename, length, data, auth}
         self.channel_names: dict[str, str] = {}
+        self.private_members: dict[str, list[str]] = {}  # private channel id -> members
+        self.not_member: set[str] = set()  # channels the bot is not in
         self.login_only: set[str] = set()  # file ids served as Slack's login page (files:read missing)
         self.suggested: list[dict] = []  # setSuggestedPrompts calls
         self.views: list[dict] = []  # views.open calls
@@ -748,8 +750,10 @@ class SlackSide:
         name = dict(s.CHANNELS).get(conversation) or self.channel_names.get(channel)
         if name is None:
             return {"ok": False, "error": "channel_not_found"}
-        return {"ok": True, "channel": {"id": channel, "name": name, "name_normalized": name, "is_channel": True,
-                                        "is_group": False, "is_im": False, "is_private": False, "is_member": True,
+        private = channel in self.private_members
+        return {"ok": True, "channel": {"id": channel, "name": name, "name_normalized": name, "is_channel": not private,
+                                        "is_group": private, "is_im": False, "is_private": private,
+                                        "is_member": channel not in self.not_member,
                                         "is_archived": False, "context_team_id": s.SLACK_TEAM}}
 
     async def m_users_info(self, params: dict) -> dict:
@@ -764,6 +768,31 @@ class SlackSide:
                                          "deleted": False, "profile": {"real_name": s.BOT_NAME, "bot_id": s.SLACK_BOT_ID}}}
         return {"ok": False, "error": "user_not_found"}
 
+    async def m_conversations_members(self, params: dict) -> dict:
+        channel = str(params.get("channel") or "")
+        if self._conversation(channel) is None:
+            return {"ok": False, "error": "channel_not_found"}
+        return {"ok": True, "members": list(self.private_members.get(channel, [s.SLACK_HUMAN])),
+                "response_metadata": {"next_cursor": ""}}
+
+    def _history_object(self, m: dict[str, Any]) -> dict[str, Any]:
+        obj = {"type": "message", "ts": m["platform_id"], "text": m["text"],
+               "user": m.get("slack_user") or (s.SLACK_HUMAN if m["author"] == "user" else s.SLACK_BOT_USER)}
+        if m["author"] == "bot":
+            obj["bot_id"] = s.SLACK_BOT_ID
+        return obj
+
+    async def m_conversations_history(self, params: dict) -> dict:
+        conversation = self._conversation(params.get("channel"))
+        if conversation is None:
+            return {"ok": False, "error": "channel_not_found"}
+        if self.channel_id(conversation) in self.not_member:
+            return {"ok": False, "error": "not_in_channel"}
+        top = [m for m in self.store.snapshot() if m["flavour"] == "slack" and m["conversation"] == conversation
+               and not m.get("thread_ts") and m["author"] != "emulator"]
+        limit = int(params.get("limit") or 100)
+        return {"ok": True, "has_more": False, "messages": [self._history_object(m) for m in reversed(top)][:limit]}
+
     async def m_conversations_replies(self, params: dict) -> dict:
         conversation = self._conversation(params.get("channel"))
         root = self._thread(conversation or "", params.get("ts"))
@@ -771,10 +800,7 @@ class SlackSide:
             return {"ok": False, "error": "thread_not_found"}
         replies = [m for m in self.store.snapshot() if m["thread"] == root["id"] and m["author"] != "emulator"]
         return {"ok": True, "has_more": False, "messages": [
-            {"type": "message", "ts": m["platform_id"], "thread_ts": root["platform_id"],
-             "user": s.SLACK_HUMAN if m["author"] == "user" else s.SLACK_BOT_USER, "text": m["text"],
-             **({"bot_id": s.SLACK_BOT_ID} if m["author"] == "bot" else {})}
-            for m in [root, *replies]]}
+            {**self._history_object(m), "thread_ts": root["platform_id"]} for m in [root, *replies]]}
 
     async def m_reactions_add(self, params: dict) -> dict:
         return {"ok": True}

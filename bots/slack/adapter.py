@@ -34,7 +34,7 @@ from bots.recovery import INTERRUPTION_NOTIFIERS, interrupted_message
 from bots.dedupe import DedupeStore
 from bots.slack.files import attachments_from_event
 from bots.slack.actions import ACTION_PREFIX, COMMENT_CALLBACK, SlackActions
-from bots.slack.agent_view import UserGroups, remember_context, suggested_prompts
+from bots.slack.agent_view import UserGroups, remember_context, suggested_prompts, take_context
 from bots.slack.replier import ChannelPacer, SlackAddress, SlackReplier, _error_name, call_with_retry
 from bots.tasks import BackgroundTasks
 
@@ -233,8 +233,10 @@ class SlackBot:
                 attachments = await attachments_from_event(event, client, self.settings.slack_bot_token or "")
                 channel_name = None if is_direct else await self._channel_name(client, channel)
                 groups = await self.usergroups.groups_of(event["user"], team_id)
+                # what the person had open reaches only their own DM with the bot, never a shared channel
+                viewing = await take_context(self.runner.store, team_id, event["user"]) if is_direct else ()
                 request = dataclasses.replace(request, attachments=attachments, channel_name=channel_name,
-                                              user_groups=groups)
+                                              user_groups=groups, viewing=viewing)
                 await self.runner.handle(request, replier)
             except Exception:
                 log.exception("Slack request in %s could not be handed to the runner", channel)

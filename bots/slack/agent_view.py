@@ -72,6 +72,16 @@ async def remember_context(store: "StateStore", team: str, event: dict, user: st
         await asyncio.to_thread(store.delete_record, CONTEXT, key)
 
 
+async def take_context(store: "StateStore", team: str, user: str) -> tuple[dict[str, str], ...]:
+    """What `user` had open, for this request only (the record is consumed)."""
+    key = f"{team}:{user}"
+    record = await asyncio.to_thread(store.get_record, CONTEXT, key)
+    if not record:
+        return ()
+    await asyncio.to_thread(store.delete_record, CONTEXT, key)
+    return tuple(dict(e) for e in record.get("entities") or [])
+
+
 class UserGroups:
     """Which of the departments file's `slack_usergroups` a person belongs to (usergroups.users.list).
 

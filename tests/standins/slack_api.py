@@ -111,6 +111,13 @@ class SlackAPI(SlackSide):
     def add_channel(self, channel_id: str, name: str) -> None:
         self.channel_names[channel_id] = name
 
+    def add_message(self, channel: str, user: str, text: str, *, thread_ts: str | None = None) -> dict:
+        """A message someone else posted (what conversations.history/replies return)."""
+        root = self.store.find("slack", channel, thread_ts) if thread_ts else None
+        return self.store.add(flavour="slack", conversation=channel, author="user", text=text,
+                              platform_id=self.store.slack_ts(), thread=root["id"] if root else None,
+                              thread_ts=thread_ts, slack_user=user)
+
     def add_file(self, name: str, data: bytes, mimetype: str, *, html_login: bool = False,
                  connect_stub: bool = False) -> dict:
         """Register a file and return it as it appears in an event's `files` list."""
@@ -241,6 +248,11 @@ COMPANY = textwrap.dedent(
     slack_channels = ["sales-floor"]
     max_steps = 3
     suggested_prompts = ["Quote 25 seats"]
+
+    [departments.desk]
+    description = "Questions about what the person has open in Slack"
+    tools = ["agents.tools.slack_context:viewing_context"]
+    max_steps = 3
 
     [departments.finance]
     description = "Budgets and forecasts"
