@@ -39,6 +39,9 @@ class Caller:
     user: str
     user_name: str | None = None
     email: str | None = None
+    #: What the person had open when they asked (Slack's app_context_changed): references only, e.g.
+    #: ({"kind": "channel", "value": "C123"},); a host-side tool reads them after checking access.
+    viewing: tuple[Mapping[str, str], ...] = ()
 
     @property
     def hashed_user(self) -> str:
@@ -67,6 +70,8 @@ class ChatRequest:
     #: What the adapter needs to post into this thread later (e.g. a Teams conversation reference), kept
     #: in the durable task record so a restarted bot can tell the person their request was interrupted.
     reply_address: Mapping[str, str] = field(default_factory=dict)
+    #: See Caller.viewing; set by the adapter for the request that follows a context change.
+    viewing: tuple[Mapping[str, str], ...] = ()
 
     @property
     def thread_key(self) -> str:
@@ -75,7 +80,7 @@ class ChatRequest:
 
     @property
     def caller(self) -> Caller:
-        return Caller(self.platform, self.workspace, self.user, self.user_name, self.user_email)
+        return Caller(self.platform, self.workspace, self.user, self.user_name, self.user_email, self.viewing)
 
 
 @dataclass(frozen=True)

@@ -204,6 +204,8 @@ class Department:
     managed_agents: tuple[str, ...] = ()
     code_block_tags: str | None = None
     egress: EgressPolicy = field(default_factory=EgressPolicy)
+    #: Example questions Slack offers when a person opens the agent's Messages tab.
+    suggested_prompts: tuple[str, ...] = ()
 
     def load_tools(self, caller: Caller | None = None, sources: SourceCollector | None = None,
                    paths: tuple[str, ...] | None = None) -> list[Tool]:
@@ -273,12 +275,14 @@ _COMPANY_KEYS = {"name"}
 _DEPARTMENT_KEYS = {
     "description", "tools", "authorized_imports", "max_steps", "step_timeout_s", "max_concurrent", "slack_channels",
     "keywords", "instructions", "file_types", "access", "data_dir", "agent", "managed_agents", "code_block_tags",
+    "suggested_prompts",
 }
 _AGENT_KEYS = {
     "kind", "description", "tools", "max_steps", "instructions", "authorized_imports", "step_timeout_s",
     "code_block_tags",
 }
 _EGRESS_KEYS = {"allow_domains", "deny_domains", "allow_private"}
+PROMPT_LIMIT = 200  # characters per suggested prompt (Slack shows them as buttons)
 _ACCESS_LISTS = (
     "slack_channels", "slack_users", "slack_usergroups", "teams_tenants", "teams_teams", "teams_channels",
     "teams_users", "teams_groups",
@@ -420,6 +424,10 @@ def _department(name: str, raw: Any, file: Path, sub_agents: Any = ()) -> tuple[
         "file_types", default=DEFAULT_FILE_TYPES, pattern=_EXT_RE, what='a file extension like "csv"',
         transform=lambda s: s.strip().lstrip(".").lower(),
     )
+    prompts = check.strings("suggested_prompts")
+    for prompt in prompts:
+        if len(prompt) > PROMPT_LIMIT:
+            check.fail("suggested_prompts", f"has a prompt of {len(prompt)} characters; keep each under {PROMPT_LIMIT}")
     data_dir = None
     if "data_dir" in raw:
         raw_dir = check.string("data_dir")
@@ -456,6 +464,7 @@ def _department(name: str, raw: Any, file: Path, sub_agents: Any = ()) -> tuple[
         agent=agent or "code",
         managed_agents=managed,
         code_block_tags=code_tags,
+        suggested_prompts=prompts,
     )
     try:
         loaded = department.load_tools()

@@ -71,8 +71,12 @@ class Settings:
         "SLACK_APP_TOKEN", None, "Slack app-level token (xapp-): runs Socket Mode in the same process", secret=True)
     slack_api_url: str = setting("SLACK_API_URL", "https://slack.com/api/",
                                  "Slack Web API base URL (default https://slack.com/api/)")
-    slack_step_updates: str = setting("SLACK_STEP_UPDATES", "replies", "replies (default), stream, edit or off",
-                                      choices=("replies", "stream", "edit", "off"))
+    slack_step_updates: str = setting(
+        "SLACK_STEP_UPDATES", "stream", "stream (default: one task card per step), replies, edit or off",
+        choices=("stream", "replies", "edit", "off"))
+    slack_task_display: str = setting(
+        "SLACK_TASK_DISPLAY", "timeline", "timeline (default) or plan: how Slack lays out the streamed task cards",
+        choices=("timeline", "plan"))
     teams_app_id: str | None = setting(
         "TEAMS_APP_ID", None, "Bot Framework app (client) id; with it every request needs a valid JWT")
     teams_app_password: str | None = setting("TEAMS_APP_PASSWORD", None, "Bot Framework client secret", secret=True)

@@ -97,7 +97,8 @@ def cmd_manifest(args: argparse.Namespace) -> int:
         from bots.slack.manifest import write_manifest
 
         out = Path(args.out or "slack-manifest.yaml")
-        write_manifest(args.url or settings.public_url, out, socket_mode=args.socket_mode)
+        write_manifest(args.url or settings.public_url, out, socket_mode=args.socket_mode,
+                       assistant_view=args.assistant_view)
     else:
         from agents.departments import load_company
         from bots.teams.manifest import write_package
@@ -155,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     manifest.add_argument("platform", choices=["slack", "teams"])
     manifest.add_argument("--url", help="public base URL of the bot (Slack)")
     manifest.add_argument("--socket-mode", action="store_true", help="Slack: Socket Mode instead of request URLs")
+    manifest.add_argument("--assistant-view", action="store_true",
+                          help="Slack: keep the older assistant_view for an existing app (new apps get agent_view)")
     manifest.add_argument("--app-id", help="Teams: Bot Framework app id")
     manifest.add_argument("--domain", help="Teams: the bot's public host name")
     manifest.add_argument("--out", help="output file")

@@ -88,11 +88,14 @@ def chat_request(text: str, *, user: str = "U_ALICE", thread: str = "1700000000.
 async def eventually(condition, timeout: float, what: str, describe=lambda: "") -> object:
     """Poll `condition` until truthy (returning its value); fail naming `what` after `timeout` seconds."""
     import asyncio
+    import inspect
     import time
 
     deadline = time.monotonic() + timeout
     while True:
         result = condition()
+        if inspect.isawaitable(result):  # e.g. a state-store read
+            result = await result
         if result:
             return result
         if time.monotonic() > deadline:

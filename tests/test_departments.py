@@ -59,9 +59,9 @@ def test_bundled_tools_load_as_smolagents_tools():
     company = load_company(BUNDLED_CONFIG)
     names = {name: sorted(t.name for t in d.load_tools()) for name, d in company.departments.items()}
     assert names == {
-        "hr": ["benefits_summary", "leave_balance", "search_policies"],
-        "marketing": ["campaign_data", "campaign_summary"],
-        "sales": ["compare_products", "find_products", "price_quote"],
+        "hr": ["benefits_summary", "leave_balance", "search_policies", "viewing_context"],
+        "marketing": ["campaign_data", "campaign_summary", "viewing_context"],
+        "sales": ["compare_products", "find_products", "price_quote", "viewing_context"],
     }
     assert all(isinstance(t, Tool) for d in company.departments.values() for t in d.load_tools())
 
@@ -460,3 +460,11 @@ def test_department_is_frozen():
     department = Department(name="hr", description="x")
     with pytest.raises(AttributeError):
         department.max_steps = 99  # type: ignore[misc]
+
+
+def test_suggested_prompts_are_strings_of_reasonable_length(tmp_path):
+    bad = tmp_path / "d.toml"
+    bad.write_text('[departments.hr]\ndescription = "HR"\nsuggested_prompts = ["ok", 3, "' + "x" * 300 + '"]\n')
+    with pytest.raises(Exception, match="suggested_prompts"):
+        load_company(bad)
+    assert load_company(BUNDLED_CONFIG).departments["hr"].suggested_prompts

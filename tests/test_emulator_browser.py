@@ -134,10 +134,10 @@ def _answer(container, text: str):
     return container.locator(".message.author-bot .body").filter(has_text=re.compile("^" + re.escape(text)))
 
 
-async def test_slack_channel_mention_shows_step_then_answer_in_thread(browser, start_dev, model_server):
+async def test_slack_channel_mention_shows_task_cards_answer_and_feedback_in_thread(browser, start_dev, model_server):
     from playwright.async_api import expect
 
-    model_server.model.script("leave check 17", code_reply('print("annual leave: 25 days")'),
+    model_server.model.script("leave check 17", code_reply('print("annual leave: 25 days")', "Looking up your leave."),
                               code_reply('final_answer("You have 25 days of annual leave left.")'), delay_s=2.0)
     page = await _open(browser, await start_dev())
     await page.get_by_role("tab", name="Slack").click()
@@ -150,15 +150,22 @@ async def test_slack_channel_mention_shows_step_then_answer_in_thread(browser, s
     await expect(sent.locator(".mention")).to_have_text("@agentdesk")
     thread = await _open_thread_of(page, "leave check 17")
 
-    step = thread.locator(".message.author-bot", has_text="hr · step 1")
-    await expect(step).to_be_visible(timeout=ANSWER_TIMEOUT_MS)
-    await expect(step.locator("pre")).to_contain_text('print("annual leave: 25 days")')
+    streamed = thread.locator(".message.author-bot.streaming")
+    await expect(streamed.locator(".task.task-in_progress").first).to_contain_text(re.compile("step 1", re.I),
+                                                                              timeout=ANSWER_TIMEOUT_MS)
+    await expect(streamed.get_by_role("button", name="⏹ Stop")).to_be_visible()  # Slack's own stop control
+    done = thread.locator(".message.author-bot .task.task-complete", has_text="Looking up your leave")
+    await expect(done).to_be_visible(timeout=ANSWER_TIMEOUT_MS)
+    await expect(done.locator(".task-output")).to_contain_text("annual leave: 25 days")
     answer = _answer(thread, "You have 25 days of annual leave left.")
-    assert await answer.count() == 0, "the step update should arrive before the answer"
     await expect(answer).to_be_visible(timeout=ANSWER_TIMEOUT_MS)
-    texts = await thread.locator(".message.author-bot .body").all_inner_texts()
-    assert texts.index(next(t for t in texts if "step 1" in t)) < texts.index(
-        next(t for t in texts if "You have 25 days" in t))
+    message = thread.locator(".message.author-bot").filter(has=page.locator(".body", has_text="You have 25 days"))
+    await expect(message.locator(".task")).to_have_count(2)  # one card per step, in the answer's message
+    good = message.get_by_role("button", name="Good answer")
+    await expect(good).to_be_visible()
+    await expect(message.get_by_role("button", name="Bad answer")).to_be_visible()
+    await good.click()
+    await expect(good).to_have_attribute("aria-pressed", "true")
     await expect(page.locator("#messages .message.author-user", has_text="leave check 17")
                  .locator("button.replies")).to_have_text(re.compile(r"\d+ repl"))
 

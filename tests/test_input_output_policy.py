@@ -273,7 +273,8 @@ async def test_output_file_names_are_redacted(make_runner, model_server):
     assert "xoxb-123456789012" not in names[0], names
 
 
-async def test_slack_thread_shows_no_live_mention_link_or_secret(tmp_path, model_server):
+@pytest.mark.parametrize("mode", ["stream", "replies"])
+async def test_slack_thread_shows_no_live_mention_link_or_secret(tmp_path, model_server, mode):
     from tests.standins.slack_api import SlackAPI, TOKEN, mention, running_bot
 
     model_server.model.script(
@@ -282,11 +283,11 @@ async def test_slack_thread_shows_no_live_mention_link_or_secret(tmp_path, model
         code_reply("final_answer(text + ' <at>Boss</at> @channel')"),
     )
     async with SlackAPI(TOKEN) as slack:
-        async with running_bot(tmp_path, model_server, slack) as bot:
+        async with running_bot(tmp_path, model_server, slack, slack_step_updates=mode) as bot:
             event = mention("hr: hostile formatting please")
             assert (await bot.events.event(event))[0] == 200
-            await slack.wait_for(lambda: [m for m in slack.thread("C0GENERAL", event["ts"]) if "payslip" in m.text],
-                                 what="the final answer")
+            await slack.wait_for(lambda: [m for m in slack.thread("C0GENERAL", event["ts"])
+                                          if "payslip" in m.text and not m.streaming], what="the final answer")
             await bot.drain()
         answer_posts = [m.text for m in slack.thread("C0GENERAL", event["ts"]) if "· step" not in m.text.split("\n")[0]]
         shown = [m.text for m in slack.messages] + [u for m in slack.messages for u in m.updates]
@@ -295,7 +296,10 @@ async def test_slack_thread_shows_no_live_mention_link_or_secret(tmp_path, model
     for live in ("<!channel>", "<!here>", "<!everyone>", "<@U0BOSS>", "<https://evil.example", "|your payslip>",
                  "xoxb-123456789012", "sk-abcdefghijklmnop", TOKEN, "@channel"):
         assert live not in text, live
-    final = next(t for t in answer_posts if "&lt;at&gt;Boss&lt;/at&gt;" in t)
+    if mode == "replies":  # mrkdwn escapes; the stream's Markdown breaks tokens with an invisible joiner
+        final = next(t for t in answer_posts if "&lt;at&gt;Boss&lt;/at&gt;" in t)
+    else:
+        final = next(t for t in answer_posts if "<at>Boss</at>" in t)
     assert "your payslip (https://evil.example/phish)" in final
 
 

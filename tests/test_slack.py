@@ -53,7 +53,7 @@ async def test_mention_gets_steps_then_final_answer_in_its_thread(tmp_path, mode
         code_reply("product = 6 * 7\nprint('product is', product)", "I will multiply them."),
         code_reply('final_answer(f"The product is {product}.")'),
     )
-    async with running_bot(tmp_path, model_server, slack) as bot:
+    async with running_bot(tmp_path, model_server, slack, slack_step_updates="replies") as bot:
         event = mention("hr: multiply the magic numbers please")
         started = time.monotonic()
         status, _ = await bot.events.event(event)
@@ -71,7 +71,85 @@ async def test_mention_gets_steps_then_final_answer_in_its_thread(tmp_path, mode
     final_index = next(i for i, t in enumerate(texts) if "The product is 42." in t)
     assert step_index < final_index
     assert [c.params["thread_ts"] for c in slack.calls_to("assistant.threads.setStatus")] == [event["ts"]]
+    step_message = slack.thread("C0GENERAL", event["ts"])[step_index]
+    assert [(c["action_id"], c["value"]) for c in step_message.controls] == [("agentdesk_stop", event["ts"])]
+    answer = slack.thread("C0GENERAL", event["ts"])[-1]
+    assert "The product is 42." in answer.markdown  # a markdown block, not only mrkdwn text
+    assert [c["feedback"] for c in answer.controls] == ["positive", "negative"]
     assert_no_secrets(slack)
+
+
+async def test_mention_streams_a_task_card_per_step_then_the_answer_and_feedback(tmp_path, model_server, slack):
+    model_server.model.script(
+        "stream the magic numbers",
+        code_reply("product = 6 * 7\nprint('product is', product)", "I will multiply them."),
+        code_reply("print('checked', product + 0)", "Double-checking the product."),
+        code_reply('final_answer(f"## Result\\n\\n| a | b |\\n|---|---|\\n| 6 | 7 |\\n\\nThe product is {product}. <!here>")'),
+    )
+    async with running_bot(tmp_path, model_server, slack) as bot:  # stream is the default
+        event = mention("hr: stream the magic numbers")
+        status, _ = await bot.events.event(event)
+        assert status == 200
+        await slack.wait_for(lambda: [m for m in slack.thread("C0GENERAL", event["ts"])
+                                      if m.controls and not m.streaming], what="stream stopped with feedback")
+        await bot.drain()
+
+    names = [c.method for c in slack.calls if c.method.startswith(("chat.", "assistant."))]
+    assert set(names[:2]) == {"assistant.threads.setStatus", "chat.startStream"}  # both as soon as admitted
+    assert names[-1] == "chat.stopStream" and "chat.postMessage" not in names
+    [start] = slack.calls_to("chat.startStream")
+    assert start.params["recipient_user_id"] == "U0ALICE" and start.params["recipient_team_id"]
+    assert start.params["task_display_mode"] == "timeline"
+    assert start.params["chunks"] == [{"type": "task_update", "id": "step-1", "title": "Step 1: working…",
+                                       "status": "in_progress"}]
+    status_call = slack.calls_to("assistant.threads.setStatus")[0]
+    assert status_call.params["loading_messages"] and "HR agent" in status_call.params["status"]
+    updates = [(chunk["id"], chunk["status"]) for c in slack.calls_to("chat.startStream") + slack.calls_to("chat.appendStream")
+               for chunk in c.params.get("chunks") or [] if chunk["status"] != "in_progress" or chunk["id"] != "step-1"]
+    finished = [u for u in updates if u[1] != "in_progress"]
+    assert finished == [("step-1", "complete"), ("step-2", "complete"), ("step-3", "complete")]
+    assert updates.index(("step-2", "in_progress")) < updates.index(("step-2", "complete"))
+
+    [streamed] = slack.thread("C0GENERAL", event["ts"])
+    assert [(t["id"], t["status"]) for t in streamed.tasks] == [("step-1", "complete"), ("step-2", "complete"),
+                                                                ("step-3", "complete")]
+    assert "I will multiply them" in streamed.tasks[0]["title"] and "product is 42" in streamed.tasks[0]["output"]
+    assert "| 6 | 7 |" in streamed.text and "## Result" in streamed.text  # Markdown as written
+    assert "<!here>" not in streamed.text and "The product is 42." in streamed.text
+    [stop] = slack.calls_to("chat.stopStream")
+    [block] = stop.params["blocks"]
+    assert block["type"] == "context_actions" and block["elements"][0]["type"] == "feedback_buttons"
+    assert [c["feedback"] for c in streamed.controls] == ["positive", "negative"]
+    assert all(c["value"].endswith(":" + streamed.controls[0]["value"].split(":")[1]) for c in streamed.controls)
+    assert_no_secrets(slack)
+
+
+async def test_refused_stream_falls_back_to_replies_and_the_thread_remembers(tmp_path, model_server, slack):
+    model_server.model.script("refused stream question", code_reply("print('x')", "Trying hard."),
+                              code_reply('final_answer("fallback worked")'))
+    model_server.model.script("second question in that thread", code_reply('final_answer("still replies")'))
+    model_server.model.script("a question elsewhere", code_reply('final_answer("streamed again")'))
+    async with running_bot(tmp_path, model_server, slack) as bot:
+        slack.stream_refusal = "not_allowed"
+        first = mention("hr: refused stream question")
+        await bot.events.event(first)
+        await slack.wait_for(final_with(slack, "C0GENERAL", first["ts"], "fallback worked"), what="answer")
+        await bot.drain()
+        assert [m for m in slack.thread("C0GENERAL", first["ts"]) if "Trying hard" in m.text]
+        assert len(slack.calls_to("chat.startStream")) == 1
+
+        slack.stream_refusal = None  # the thread remembers; a new thread tries again
+        follow = message("second question in that thread", thread_ts=first["ts"])
+        await bot.events.event(follow)
+        await slack.wait_for(final_with(slack, "C0GENERAL", first["ts"], "still replies"), what="follow-up")
+        await bot.drain()
+        assert len(slack.calls_to("chat.startStream")) == 1
+        other = mention("hr: a question elsewhere")
+        await bot.events.event(other)
+        await slack.wait_for(lambda: [m for m in slack.thread("C0GENERAL", other["ts"])
+                                      if "streamed again" in m.text and not m.streaming], what="streamed answer")
+        await bot.drain()
+    assert len(slack.calls_to("chat.startStream")) == 2
 
 
 async def test_direct_message_is_answered_in_the_dm(tmp_path, model_server, slack):
@@ -87,7 +165,7 @@ async def test_follow_up_without_mention_keeps_department_and_memory(tmp_path, m
                               code_reply('final_answer("noted 41")'))
     model_server.model.script("follow-up question abc", code_reply('final_answer("follow-up done")'))
     model_server.model.script("stranger thread text", code_reply('final_answer("should not happen")'))
-    async with running_bot(tmp_path, model_server, slack) as bot:
+    async with running_bot(tmp_path, model_server, slack, slack_step_updates="replies") as bot:
         first = mention("sales: first question xyz")
         await bot.events.event(first)
         await slack.wait_for(final_with(slack, "C0GENERAL", first["ts"], "noted 41"), what="first answer")
@@ -199,7 +277,7 @@ async def test_slack_connect_file_stub_is_resolved_with_files_info(tmp_path, mod
         code_reply("import pandas as pd\nprint(len(pd.read_csv(INPUT_FILES[0])), 'rows')"),
         code_reply('final_answer("3 rows")'),
     )
-    async with running_bot(tmp_path, model_server, slack) as bot:
+    async with running_bot(tmp_path, model_server, slack, slack_step_updates="replies") as bot:
         stub = slack.add_file("rows.csv", b"h\n1\n2\n3\n", "text/csv", connect_stub=True)
         event = message(f"<@{BOT_USER_ID}> hr: count rows in shared file", files=[stub])
         await bot.events.event(event)
@@ -220,12 +298,17 @@ async def test_every_subscribed_event_is_acked_and_noise_is_ignored(tmp_path, mo
         "message.channels": message("chatter without the bot"),
         "message.groups": message("private chatter", channel="G0PRIV", channel_type="group"),
         "message.mpim": message("group dm chatter", channel="G0MPIM", channel_type="mpim"),
+        "app_home_opened": {"type": "app_home_opened", "user": "U0ALICE", "channel": "D0ALICE", "tab": "messages",
+                            "event_ts": "1.2"},
+        "app_context_changed": {"type": "app_context_changed", "user": "U0ALICE", "event_ts": "1.3", "context": {}},
         "assistant_thread_started": {"type": "assistant_thread_started", "event_ts": "1.2", "assistant_thread": {
             "user_id": "U0ALICE", "channel_id": "D0ALICE", "thread_ts": "1700000001.000100", "context": {}}},
         "assistant_thread_context_changed": {"type": "assistant_thread_context_changed", "event_ts": "1.3",
                                              "assistant_thread": {"user_id": "U0ALICE", "channel_id": "D0ALICE",
                                                                   "thread_ts": "1700000001.000100", "context": {}}},
     }
+    bot_events = [*dict.fromkeys([*bot_events, *build_manifest(None, socket_mode=True, assistant_view=True)[
+        "settings"]["event_subscriptions"]["bot_events"]])]
     assert set(bot_events) == set(samples)
     async with running_bot(tmp_path, model_server, slack) as bot:
         for name in bot_events:
@@ -251,29 +334,6 @@ async def test_edit_mode_updates_one_progress_message(tmp_path, model_server, sl
     progress = [m for m in thread if "First step" in m.text]
     assert len(progress) == 1 and "Second step" in progress[0].text and progress[0].updates
     assert len(thread) == 2  # the progress message and the answer
-
-
-async def test_stream_mode_sends_task_chunks_with_recipients_and_falls_back(tmp_path, model_server, slack):
-    model_server.model.script("stream mode question", code_reply("print('one')", "Looking it up."),
-                              code_reply('final_answer("streamed")'))
-    model_server.model.script("refused stream question", code_reply("print('x')", "Trying hard."),
-                              code_reply('final_answer("fallback worked")'))
-    async with running_bot(tmp_path, model_server, slack, slack_step_updates="stream") as bot:
-        event = mention("hr: stream mode question")
-        await bot.events.event(event)
-        await slack.wait_for(final_with(slack, "C0GENERAL", event["ts"], "streamed"), what="answer")
-        await bot.drain()
-        [start] = slack.calls_to("chat.startStream")
-        assert start.params["recipient_user_id"] == "U0ALICE" and start.params["recipient_team_id"]
-        assert start.params["chunks"][0]["type"] == "task_update" and "Looking it up" in start.params["chunks"][0]["title"]
-        assert [c.params["ts"] for c in slack.calls_to("chat.stopStream")]
-
-        slack.stream_refusal = "not_allowed"
-        second = mention("hr: refused stream question")
-        await bot.events.event(second)
-        await slack.wait_for(final_with(slack, "C0GENERAL", second["ts"], "fallback worked"), what="answer")
-        await bot.drain()
-    assert [m for m in slack.thread("C0GENERAL", second["ts"]) if "Trying hard" in m.text]
 
 
 async def test_slack_disabled_answers_404_with_a_reason(tmp_path, model_server, slack):

@@ -3,7 +3,7 @@ stand-in over HTTP, the dedupe store across a restart, the manifest writer."""
 from __future__ import annotations
 
 import asyncio
-
+import json
 import time
 
 import pytest
@@ -75,7 +75,15 @@ def test_manifest_fills_request_urls_or_socket_mode(tmp_path):
     assert http["settings"]["socket_mode_enabled"] is False
     scopes = set(http["oauth_config"]["scopes"]["bot"])
     assert {"app_mentions:read", "chat:write", "im:history", "files:read", "files:write", "assistant:write"} <= scopes
-    assert "assistant_view" in http["features"]
+    assert "agent_view" in http["features"] and "assistant_view" not in http["features"]
+    assert "usergroups:read" in scopes
+    events = http["settings"]["event_subscriptions"]["bot_events"]
+    assert {"app_home_opened", "app_context_changed"} <= set(events) and "assistant_thread_started" not in events
+    old = yaml.safe_load(write_manifest("https://bot.example.com/", tmp_path / "o.yaml", socket_mode=False,
+                                        assistant_view=True).read_text())
+    assert "assistant_view" in old["features"] and "agent_view" not in old["features"]
+    assert "assistant_thread_started" in old["settings"]["event_subscriptions"]["bot_events"]
+    assert "app_context_changed" not in old["settings"]["event_subscriptions"]["bot_events"]
     socket = yaml.safe_load(write_manifest(None, tmp_path / "s.yaml", socket_mode=True).read_text())
     assert socket["settings"]["socket_mode_enabled"] is True
     assert "request_url" not in socket["settings"]["event_subscriptions"]
@@ -134,3 +142,33 @@ async def test_status_failure_is_remembered_and_not_retried(tmp_path):
         await replier.status("HR agent is working on it…")
         await replier.status("still working")
         assert len(slack.calls_to("assistant.threads.setStatus")) == 1 and time.monotonic() - started < 2
+
+
+async def test_stream_splits_a_long_answer_and_cards_show_sources_and_sub_agent_paths(tmp_path):
+    from agents.chat import Source
+
+    async with SlackAPI(TOKEN) as slack:
+        settings = make_settings(tmp_path, None, slack_bot_token=TOKEN, slack_api_url=slack.api_url)
+        replier = SlackReplier(web_client(settings), "D1", "100.1", mode="stream", task_display="plan",
+                               recipient_user_id="U1", is_direct=True)
+        await replier.status("MARKETING agent is working on it…")
+        await replier.step(StepUpdate("marketing", 1, "Searching the web", code="web_search('x')",
+                                      observation="3 results", agent_path=("web_research",),
+                                      sources=(Source("Contoso pricing", "https://contoso.example/pricing"),
+                                               Source("not a link", "javascript:alert(1)"))))
+        await replier.step(StepUpdate("marketing", 1, "Summarising", observation="done <!channel>"))
+        long_answer = "\n".join(f"| row {i} | {'x' * 40} |" for i in range(600))  # ~28,000 characters
+        await replier.final(FinalAnswer(department="marketing", text=long_answer, task_id="t1"))
+        [start] = slack.calls_to("chat.startStream")
+        assert start.params["task_display_mode"] == "plan" and "recipient_user_id" not in start.params  # a DM
+        cards = [c for call in slack.calls_to("chat.appendStream") + [start] for c in call.params.get("chunks") or []]
+        nested = next(c for c in cards if c["id"] == "step-web_research-1")
+        assert nested["title"].startswith("Marketing › web_research · step 1")
+        assert nested["sources"] == [{"type": "url", "url": "https://contoso.example/pricing", "text": "Contoso pricing"}]
+        assert "<!channel>" not in json.dumps(cards)
+        pieces = [c.params["markdown_text"] for c in slack.calls_to("chat.appendStream") if c.params.get("markdown_text")]
+        assert len(pieces) >= 3 and all(len(p) <= 12000 for p in pieces)
+        assert "".join(pieces).count("| row") == 600
+        [streamed] = slack.messages
+        assert [t["status"] for t in streamed.tasks] == ["complete", "complete", "complete"]
+        assert [c["value"] for c in streamed.controls] == ["positive:t1", "negative:t1"]

@@ -206,6 +206,36 @@ class Emulator:
         state = await self.teams.answer_consent(message, int(body.get("index", 0)), action)
         return web.json_response({"state": state})
 
+    async def slack_press(self, request: web.Request) -> web.Response:
+        """The person presses a button on a Slack bot message (Stop, thumbs up/down)."""
+        message, control = await self._slack_target(request)
+        if control is None:
+            raise web.HTTPBadRequest(text="unknown control")
+        kind = "feedback_buttons" if control["kind"] == "feedback" else "button"
+        self._tasks.spawn(self.slack.press(message, control["action_id"], control["value"], kind=kind),
+                          name="emulator-slack-press")
+        return web.json_response({"ok": True})
+
+    async def slack_stop(self, request: web.Request) -> web.Response:
+        """Slack's own stop control on a streaming message: the bot hears `stopped_by_user`."""
+        message, _ = await self._slack_target(request)
+        if not message.get("streaming"):
+            raise web.HTTPBadRequest(text="that message is not streaming")
+        self.slack.request_native_stop(message)
+        return web.json_response({"ok": True})
+
+    async def _slack_target(self, request: web.Request) -> tuple[dict, dict | None]:
+        if request.headers.get(PAGE_HEADER) != "1":
+            raise web.HTTPForbidden(text="posts come from the emulator page only")
+        body = await request.json()
+        message = self.store.messages.get(str(body.get("message")))
+        if message is None or message["flavour"] != "slack" or message["author"] != "bot":
+            raise web.HTTPBadRequest(text="unknown message")
+        controls = message.get("controls") or []
+        index = body.get("index")
+        control = controls[index] if isinstance(index, int) and 0 <= index < len(controls) else None
+        return message, control
+
     async def file(self, request: web.Request) -> web.Response:
         """A file for the person's browser: images inline, everything else as a download."""
         stored = self.store.files.get(request.match_info["file_id"])
@@ -236,6 +266,8 @@ def mount_emulator(app: web.Application, settings: Settings, sandbox_reason: str
     app.router.add_get("/_emulator/events", emulator.events)
     app.router.add_post("/_emulator/send", emulator.send)
     app.router.add_post("/_emulator/consent", emulator.consent)
+    app.router.add_post("/_emulator/slack/press", emulator.slack_press)
+    app.router.add_post("/_emulator/slack/stop", emulator.slack_stop)
     app.router.add_get("/_emulator/files/{file_id}/{name}", emulator.file)
     emulator.slack.mount(app)
     emulator.teams.mount(app)

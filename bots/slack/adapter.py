@@ -33,9 +33,11 @@ from agents.settings import Settings
 from agents.state import StoreUnavailable
 from agents.telemetry import request_span
 from bots.recovery import INTERRUPTION_NOTIFIERS, interrupted_message
-from bots.slack.delivery import replier_for, reply_address, with_credentials
+from bots.slack.delivery import with_credentials
 from bots.slack.files import attachments_from_event
-from bots.slack.replier import ChannelPacer, _error_name, call_with_retry
+from bots.slack.actions import ACTION_PREFIX, COMMENT_CALLBACK, SlackActions
+from bots.slack.agent_view import UserGroups, remember_context, suggested_prompts, take_context
+from bots.slack.replier import ChannelPacer, SlackAddress, SlackReplier, _error_name, call_with_retry
 from bots.tasks import BackgroundTasks
 
 if TYPE_CHECKING:
@@ -91,7 +93,8 @@ class SlackBot:
         self.store = runner.store
         self._channel_names: dict[str, tuple[str | None, float]] = {}
         self._channel_scope_warned = False
-        self.verifier = SignatureVerifier(settings.slack_signing_secret or "")
+        # Socket-Mode-only deployments have no signing secret (and slack-sdk refuses an empty one)
+        self.verifier = SignatureVerifier(settings.slack_signing_secret) if settings.slack_signing_secret else None
         self.app = AsyncApp(
             client=web_client(settings),
             signing_secret=settings.slack_signing_secret or "",
@@ -104,7 +107,13 @@ class SlackBot:
         self.app.event("message")(self._on_message)
         self.app.event("assistant_thread_started")(self._on_assistant_thread_started)
         self.app.event("assistant_thread_context_changed")(self._ignore)
+        self.app.event("app_home_opened")(self._on_app_home_opened)
+        self.app.event("app_context_changed")(self._on_app_context_changed)
+        self.actions = SlackActions(runner, tasks)
+        self.app.action(re.compile(f"^{re.escape(ACTION_PREFIX)}"))(self.actions.dispatch)
         self.app.action(re.compile(".*"))(self._ack_only)
+        self.app.view(COMMENT_CALLBACK)(self.actions.comment_submitted)
+        self.usergroups = UserGroups(self.app.client, runner.company)
 
     # HTTP ------------------------------------------------------------------------------------------
 
@@ -126,7 +135,8 @@ class SlackBot:
                 return web.json_response({"error": "request body too large"}, status=413)
             timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
             signature = request.headers.get("X-Slack-Signature", "")
-            if not (timestamp.isdigit() and signature and self.verifier.is_valid(body, timestamp, signature)):
+            if not (self.verifier and timestamp.isdigit() and signature
+                    and self.verifier.is_valid(body, timestamp, signature)):
                 return web.json_response({"error": "invalid request"}, status=401)
             if body.startswith("{"):  # JSON (Events API); Bolt parses any body starting with "{" as JSON too
                 try:
@@ -236,21 +246,55 @@ class SlackBot:
         channel, ts = event["channel"], event["ts"]
         thread_ts = event.get("thread_ts") or ts
         is_direct = event.get("channel_type") == "im" or channel.startswith("D")
+        address = SlackAddress(channel, thread_ts, team_id, event["user"],
+                               event.get("user_team") or event.get("team") or team_id, is_direct)
         request = ChatRequest(
             platform="slack", workspace=team_id, channel=channel, thread=thread_ts, user=event["user"],
             text=clean_text(event.get("text") or "", bot_user_id), message_id=ts, is_direct=is_direct,
-            reply_address=reply_address(event, team_id),
+            reply_address=address.to_mapping(),
         )
         replier = self.replier_for(request)
         with request_span("slack.event", request, **{"slack.event_type": via}):
             try:
                 attachments = await attachments_from_event(event, client, self.settings.slack_bot_token or "")
                 channel_name = None if is_direct else await self._channel_name(client, channel)
-                request = dataclasses.replace(request, attachments=attachments, channel_name=channel_name)
+                groups = await self.usergroups.groups_of(event["user"], team_id)
+                # what the person had open reaches only their own DM with the bot, never a shared channel
+                viewing = await take_context(self.runner.store, team_id, event["user"]) if is_direct else ()
+                request = dataclasses.replace(request, attachments=attachments, channel_name=channel_name,
+                                              user_groups=groups, viewing=viewing)
                 await self.runner.handle(request, replier)
             except Exception:
                 log.exception("Slack request in %s could not be handed to the runner", channel)
                 await replier.error("Sorry, something went wrong on my side with this message. Please try again.")
+
+    def replier_for(self, request: ChatRequest) -> SlackReplier:
+        """The replier for a request, from its reply address alone (a worker process can do the same)."""
+        return SlackReplier.from_address(
+            self.app.client, request.reply_address, mode=self.settings.slack_step_updates,
+            task_display=self.settings.slack_task_display, pacer=self.pacer, runner=self.runner)
+
+    async def _on_app_home_opened(self, event: dict, client: AsyncWebClient) -> None:
+        """The agent's Messages tab opened (agent_view): offer each department's suggested prompts."""
+        if event.get("tab") != "messages" or not event.get("channel"):
+            return
+        prompts = suggested_prompts(self.runner.company)
+        if prompts:
+            self.tasks.spawn(self._suggest(client, event["channel"], prompts), name="slack-prompts", deferred=True)
+
+    async def _suggest(self, client: AsyncWebClient, channel: str, prompts: list[dict]) -> None:
+        try:  # no thread_ts: agent_view apps set the tab's prompts (with one the call silently does nothing)
+            await call_with_retry(client.assistant_threads_setSuggestedPrompts, 30.0, channel_id=channel,
+                                  prompts=prompts, title="Ask a department agent")
+        except Exception as exc:  # noqa: BLE001 - prompts are an offer; the greeting still works without
+            log.warning("assistant.threads.setSuggestedPrompts failed: %s", _error_name(exc))
+
+    async def _on_app_context_changed(self, event: dict, body: dict) -> None:
+        """What the person is looking at in Slack, kept for their next request (bolt has no listener for it)."""
+        team_id = body.get("team_id") or event.get("team") or ""
+        user = event.get("user") or next((a.get("user_id") for a in body.get("authorizations") or []
+                                          if not a.get("is_bot")), None)
+        await remember_context(self.runner.store, team_id, event, user)
 
     async def _channel_name(self, client: AsyncWebClient, channel: str) -> str | None:
         """Channel name for the departments file's channel map (cached; needs channels:read/groups:read)."""
@@ -268,10 +312,6 @@ class SlackBot:
                             "add the channels:read and groups:read scopes and reinstall the app", _error_name(exc))
         self._channel_names[channel] = (name, time.monotonic() + CHANNEL_NAME_TTL_S)
         return name
-
-    def replier_for(self, request: ChatRequest):
-        """The replier of a request, here or on the worker that runs it (bots.slack.delivery)."""
-        return replier_for(request, client=self.app.client, settings=self.settings, pacer=self.pacer)
 
     async def with_credentials(self, request: ChatRequest) -> ChatRequest:
         return await with_credentials(request, self.settings.slack_bot_token or "")

@@ -26,7 +26,11 @@ def escape(text: str) -> str:
 def neutralize(text: str) -> str:
     """Untrusted text as Teams Markdown: no HTML, no mentions, no masked links."""
     text = escape(text or "")
-    return _LINK.sub(lambda m: f"{m.group(1)} ({m.group(2)})" if m.group(1) else m.group(2), text)
+    while True:  # one pass can assemble a new link from the pieces of a nested one: repeat until none is left
+        unmasked = _LINK.sub(lambda m: f"{m.group(1)} ({m.group(2)})" if m.group(1) else m.group(2), text)
+        if unmasked == text:
+            return text
+        text = unmasked
 
 
 def truncate(text: str, limit: int, marker: str = " … [truncated]") -> str:

@@ -1,9 +1,11 @@
-"""A local stand-in for the Slack Web API over real HTTP, plus a signer for Events API requests.
+"""The Slack fake for tests: bots/emulator/slack.py (the one implementation, also behind `agentdesk dev`)
+served on its own port with any channel id open, plus helpers to sign and send Events API requests.
 
 It speaks the wire formats slack_sdk uses (form bodies for auth.test and the upload handshake, JSON for
 chat.* and assistant.*, raw bytes to the upload URL without a token), records every call, can answer
-the next N calls of a method with 429 + Retry-After or a 5xx, and serves url_private_download files
-that need the bot token (or an HTML login page, as Slack does when files:read is missing).
+the next N calls of a method with 429 + Retry-After or a 5xx, serves url_private_download files that
+need the bot token (or an HTML login page, as Slack does when files:read is missing), keeps streams'
+task cards and feedback buttons, and runs Socket Mode (apps.connections.open -> ws://).
 """
 from __future__ import annotations
 
@@ -12,252 +14,121 @@ import hashlib
 import hmac
 import itertools
 import json
+import tempfile
 import time
 import textwrap
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
 import aiohttp
 from aiohttp import web
 
+from bots.emulator import store as s
+from bots.emulator.slack import LOGIN_PAGE, Call, SlackSide
+from bots.emulator.store import Store
 from tests.support import eventually, serve
 
-BOT_USER_ID = "UAGENTBOT"
-BOT_ID = "BAGENTBOT"
-TEAM_ID = "T0AGENTS"
-LOGIN_PAGE = b"<!DOCTYPE html><html><head><title>Slack</title></head><body>Sign in to Slack</body></html>"
+BOT_USER_ID = s.SLACK_BOT_USER
+BOT_ID = s.SLACK_BOT_ID
+TEAM_ID = s.SLACK_TEAM
+APP_TOKEN = "xapp-1-A0EMULATOR-do-not-leak"
 
-
-@dataclass
-class Call:
-    method: str
-    params: dict[str, Any]
-    auth: str | None
-    content_type: str
-    at: float = field(default_factory=time.monotonic)
+__all__ = ["BOT_ID", "BOT_USER_ID", "TEAM_ID", "LOGIN_PAGE", "Call", "Message", "SlackAPI"]
 
 
 @dataclass
 class Message:
+    """A bot message as the fake holds it (a view of the store's dict)."""
+
     channel: str
     ts: str
     text: str
     thread_ts: str | None
     updates: list[str] = field(default_factory=list)
     files: list[dict] = field(default_factory=list)
+    tasks: list[dict] = field(default_factory=list)
+    controls: list[dict] = field(default_factory=list)
+    markdown: str = ""
+    streaming: bool = False
+    raw: dict = field(default_factory=dict, repr=False)
 
 
-@dataclass
-class _Fault:
-    status: int
-    count: int
-    retry_after: int | None
-
-
-class SlackAPI:
+class SlackAPI(SlackSide):
     """Run with `async with SlackAPI(token) as slack:`; `slack.api_url` is the SLACK_API_URL to use."""
 
-    def __init__(self, token: str = "xoxb-test-bot-token") -> None:
+    def __init__(self, token: str = "xoxb-test-bot-token", *, signing_secret: str = "",
+                 app_token: str | None = APP_TOKEN) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="slack-fake-")
+        super().__init__(Store(Path(self._tmp.name)), bot_token=token, signing_secret=signing_secret,
+                         self_url="", app_token=app_token, events_url="", open_channels=True)
         self.token = token
-        self.calls: list[Call] = []
-        self.messages: list[Message] = []
-        self.uploads: dict[str, dict] = {}  # file_id -> {filename, length, data, auth}
-        self.files: dict[str, dict] = {}  # file id -> Slack file object (for files.info)
-        self.file_bodies: dict[str, tuple[bytes, str]] = {}
-        self.channels: dict[str, dict] = {}
-        self.stream_refusal: str | None = None  # e.g. "not_allowed" makes chat.startStream fail
-        self.status_refusal: str | None = None  # e.g. "invalid_thread_ts" for setStatus in channels
-        self._faults: dict[str, list[_Fault]] = {}
-        self._ts = itertools.count(1)
-        self._ids = itertools.count(1)
         self._stack = contextlib.AsyncExitStack()
-        self.base_url = ""
-
-    # lifecycle -------------------------------------------------------------------------------------
 
     async def __aenter__(self) -> "SlackAPI":
         app = web.Application(client_max_size=50 * 1024 * 1024)
-        app.router.add_route("*", "/api/{method}", self._api)  # files.info & co. are GETs
-        app.router.add_post("/upload/{file_id}", self._upload)
-        app.router.add_get("/files-pri/{file_id}/{name}", self._download)
-        self.base_url = await self._stack.enter_async_context(serve(app))
+        self.mount(app)
+        self.self_url = await self._stack.enter_async_context(serve(app))
+        self.session = await self._stack.enter_async_context(aiohttp.ClientSession())
         return self
 
     async def __aexit__(self, *exc) -> None:
+        await self.disconnect_sockets("link_disabled")
         await self._stack.aclose()
+        self._tmp.cleanup()
 
     @property
     def api_url(self) -> str:
-        return f"{self.base_url}/api/"
+        return self.api_base
 
-    # test controls ---------------------------------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        return self.self_url
 
-    def fail(self, method: str, status: int, count: int = 1, retry_after: int | None = None) -> None:
-        """Answer the next `count` calls of `method` with `status` (429 carries Retry-After)."""
-        self._faults.setdefault(method, []).append(_Fault(status, count, retry_after))
+    # views for assertions --------------------------------------------------------------------------
 
-    def add_channel(self, channel_id: str, name: str) -> None:
-        self.channels[channel_id] = {"id": channel_id, "name": name, "is_channel": True}
+    @property
+    def messages(self) -> list[Message]:
+        return [self._view(m) for m in self.store.snapshot() if m["author"] == "bot"]
 
-    def add_file(self, name: str, data: bytes, mimetype: str, *, html_login: bool = False,
-                 connect_stub: bool = False) -> dict:
-        """Register a file and return it as it appears in an event's `files` list."""
-        file_id = f"F{next(self._ids):08d}"
-        url = f"{self.base_url}/files-pri/{file_id}/{name}"
-        self.file_bodies[file_id] = (LOGIN_PAGE, "text/html; charset=utf-8") if html_login else (data, mimetype)
-        info = {
-            "id": file_id, "name": name, "title": name, "mimetype": mimetype, "filetype": name.rsplit(".", 1)[-1],
-            "size": len(data), "mode": "hosted", "url_private": url, "url_private_download": url + "?download=1",
-        }
-        self.files[file_id] = info
-        if connect_stub:
-            return {"id": file_id, "mode": "file_access", "file_access": "check_file_info"}
-        return dict(info)
-
-    def calls_to(self, method: str) -> list[Call]:
-        return [c for c in self.calls if c.method == method]
+    def _view(self, m: dict) -> Message:
+        return Message(self.channel_id(m["conversation"]), m["platform_id"], m["text"], m.get("thread_ts"),
+                       list(m.get("history") or []), list(m.get("files") or []), list(m.get("tasks") or []),
+                       list(m.get("controls") or []), m.get("markdown") or "", bool(m.get("streaming")), m)
 
     def thread(self, channel: str, thread_ts: str) -> list[Message]:
         return [m for m in self.messages if m.channel == channel and m.thread_ts == thread_ts]
+
+    def notices(self) -> list[str]:
+        return [m["text"] for m in self.store.snapshot() if m["author"] == "emulator"]
 
     async def wait_for(self, condition: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
         """Poll `condition` until truthy; fail with `what` after `timeout` seconds."""
         return await eventually(condition, timeout, what)
 
-    # HTTP handlers ---------------------------------------------------------------------------------
+    # test controls ---------------------------------------------------------------------------------
 
-    async def _api(self, request: web.Request) -> web.Response:
-        method = request.match_info["method"]
-        if request.method == "GET":
-            params = dict(request.query)
-        elif request.content_type == "application/json":
-            params = await request.json()
-        else:
-            params = dict(await request.post())
-            params.update(request.query)
-        auth = request.headers.get("Authorization")
-        self.calls.append(Call(method, params, auth, request.content_type))
-        faults = self._faults.get(method)
-        if faults:
-            fault = faults[0]
-            fault.count -= 1
-            if fault.count <= 0:
-                faults.pop(0)
-            headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
-            error = "ratelimited" if fault.status == 429 else "internal_error"
-            return web.json_response({"ok": False, "error": error}, status=fault.status, headers=headers)
-        if auth != f"Bearer {self.token}":
-            return web.json_response({"ok": False, "error": "invalid_auth"})
-        handler = getattr(self, "_m_" + method.replace(".", "_"), None)
-        if handler is None:
-            return web.json_response({"ok": False, "error": "unknown_method"})
-        return web.json_response(handler(params))
+    def add_channel(self, channel_id: str, name: str) -> None:
+        self.channel_names[channel_id] = name
 
-    def _next_ts(self) -> str:
-        return f"{int(time.time())}.{next(self._ts):06d}"
+    def add_message(self, channel: str, user: str, text: str, *, thread_ts: str | None = None) -> dict:
+        """A message someone else posted (what conversations.history/replies return)."""
+        root = self.store.find("slack", channel, thread_ts) if thread_ts else None
+        return self.store.add(flavour="slack", conversation=channel, author="user", text=text,
+                              platform_id=self.store.slack_ts(), thread=root["id"] if root else None,
+                              thread_ts=thread_ts, slack_user=user)
 
-    def _m_auth_test(self, p: dict) -> dict:
-        return {"ok": True, "url": "https://acme.slack.com/", "team": "Acme", "user": "agentdesk",
-                "team_id": TEAM_ID, "user_id": BOT_USER_ID, "bot_id": BOT_ID, "is_enterprise_install": False}
-
-    def _m_chat_postMessage(self, p: dict) -> dict:
-        if not p.get("channel"):
-            return {"ok": False, "error": "channel_not_found"}
-        if len(p.get("text") or "") > 40000:
-            return {"ok": False, "error": "msg_too_long"}
-        msg = Message(p["channel"], self._next_ts(), p.get("text") or "", p.get("thread_ts"))
-        self.messages.append(msg)
-        return {"ok": True, "channel": msg.channel, "ts": msg.ts,
-                "message": {"type": "message", "text": msg.text, "user": BOT_USER_ID, "bot_id": BOT_ID, "ts": msg.ts}}
-
-    def _m_chat_update(self, p: dict) -> dict:
-        if len(p.get("text") or "") > 4000:
-            return {"ok": False, "error": "msg_too_long"}
-        for msg in self.messages:
-            if msg.channel == p.get("channel") and msg.ts == p.get("ts"):
-                msg.updates.append(msg.text)
-                msg.text = p.get("text") or ""
-                return {"ok": True, "channel": msg.channel, "ts": msg.ts, "text": msg.text}
-        return {"ok": False, "error": "message_not_found"}
-
-    def _m_chat_startStream(self, p: dict) -> dict:
-        if self.stream_refusal:
-            return {"ok": False, "error": self.stream_refusal}
-        if not str(p.get("channel", "")).startswith("D"):
-            if not p.get("recipient_team_id"):
-                return {"ok": False, "error": "missing_recipient_team_id"}
-            if not p.get("recipient_user_id"):
-                return {"ok": False, "error": "missing_recipient_user_id"}
-        msg = Message(p["channel"], self._next_ts(), p.get("markdown_text") or "", p.get("thread_ts"))
-        msg.updates.append(json.dumps(p.get("chunks") or []))
-        self.messages.append(msg)
-        return {"ok": True, "channel": msg.channel, "ts": msg.ts}
-
-    def _m_chat_appendStream(self, p: dict) -> dict:
-        for msg in self.messages:
-            if msg.channel == p.get("channel") and msg.ts == p.get("ts"):
-                msg.updates.append(json.dumps(p.get("chunks") or []))
-                return {"ok": True, "channel": msg.channel, "ts": msg.ts}
-        return {"ok": False, "error": "message_not_in_streaming_state"}
-
-    def _m_chat_stopStream(self, p: dict) -> dict:
-        return self._m_chat_appendStream(p)
-
-    def _m_assistant_threads_setStatus(self, p: dict) -> dict:
-        if self.status_refusal:
-            return {"ok": False, "error": self.status_refusal}
-        return {"ok": True}
-
-    def _m_conversations_info(self, p: dict) -> dict:
-        channel = self.channels.get(p.get("channel", ""))
-        return {"ok": True, "channel": channel} if channel else {"ok": False, "error": "channel_not_found"}
-
-    def _m_files_info(self, p: dict) -> dict:
-        info = self.files.get(p.get("file", ""))
-        return {"ok": True, "file": info} if info else {"ok": False, "error": "file_not_found"}
-
-    def _m_files_getUploadURLExternal(self, p: dict) -> dict:
-        file_id = f"FUP{next(self._ids):06d}"
-        self.uploads[file_id] = {"filename": p.get("filename"), "length": int(p.get("length", 0)), "data": None}
-        return {"ok": True, "upload_url": f"{self.base_url}/upload/{file_id}", "file_id": file_id}
-
-    def _m_files_completeUploadExternal(self, p: dict) -> dict:
-        entries = json.loads(p.get("files") or "[]")
-        done = []
-        for entry in entries:
-            upload = self.uploads.get(entry.get("id"))
-            if upload is None or upload["data"] is None:
-                return {"ok": False, "error": "file_not_found"}
-            done.append({"id": entry["id"], "name": upload["filename"], "title": entry.get("title") or upload["filename"],
-                         "size": len(upload["data"])})
-        channel = p.get("channel_id")
-        if channel:
-            msg = Message(channel, self._next_ts(), p.get("initial_comment") or "", p.get("thread_ts"), files=done)
-            self.messages.append(msg)
-        return {"ok": True, "files": done}
-
-    async def _upload(self, request: web.Request) -> web.Response:
-        file_id = request.match_info["file_id"]
-        data = await request.read()
-        self.calls.append(Call("upload", {"file_id": file_id, "bytes": len(data)},
-                               request.headers.get("Authorization"), request.content_type))
-        upload = self.uploads.get(file_id)
-        if upload is None:
-            return web.Response(status=404, text="unknown upload")
-        upload["data"] = data
-        upload["auth"] = request.headers.get("Authorization")
-        return web.Response(text=f"OK - {len(data)}", content_type="text/plain")
-
-    async def _download(self, request: web.Request) -> web.Response:
-        file_id = request.match_info["file_id"]
-        auth = request.headers.get("Authorization")
-        self.calls.append(Call("download", {"file_id": file_id}, auth, ""))
-        if file_id not in self.file_bodies:
-            return web.Response(status=404, text="not found")
-        if auth != f"Bearer {self.token}":
-            return web.Response(body=LOGIN_PAGE, content_type="text/html")
-        data, content_type = self.file_bodies[file_id]
-        return web.Response(body=data, headers={"Content-Type": content_type})
+    def add_file(self, name: str, data: bytes, mimetype: str, *, html_login: bool = False,
+                 connect_stub: bool = False) -> dict:
+        """Register a file and return it as it appears in an event's `files` list."""
+        stored = self.store.new_file(name, mimetype)
+        stored.path.write_bytes(data)
+        stored.size = len(data)
+        if html_login:
+            self.login_only.add(stored.id)
+        if connect_stub:
+            return {"id": stored.id, "mode": "file_access", "file_access": "check_file_info"}
+        return self._file_object(stored)
 
 
 # Events API --------------------------------------------------------------------------------------------
@@ -364,9 +235,11 @@ COMPANY = textwrap.dedent(
     description = "Leave, benefits and HR policy"
     keywords = ["leave", "vacation"]
     tools = []
-    authorized_imports = ["math", "pandas", "matplotlib", "matplotlib.pyplot", "os"]
+    authorized_imports = ["math", "pandas", "matplotlib", "matplotlib.pyplot", "os", "time"]
     max_steps = 4
     step_timeout_s = 60
+
+    suggested_prompts = ["How many leave days do I have left?", "What is the parental leave policy?"]
 
     [departments.sales]
     description = "Products, prices and quotes"
@@ -374,6 +247,22 @@ COMPANY = textwrap.dedent(
     tools = []
     slack_channels = ["sales-floor"]
     max_steps = 3
+    suggested_prompts = ["Quote 25 seats"]
+
+    [departments.desk]
+    description = "Questions about what the person has open in Slack"
+    tools = ["agents.tools.slack_context:viewing_context"]
+    max_steps = 3
+
+    [departments.finance]
+    description = "Budgets and forecasts"
+    keywords = ["budget"]
+    tools = []
+    max_steps = 2
+
+    [departments.finance.access]
+    restricted = true
+    slack_usergroups = ["S0FINANCE"]
     """
 )
 
@@ -411,4 +300,5 @@ async def running_bot(tmp_path, model_server, slack: SlackAPI, **overrides) -> A
     runner = TaskRunner(settings)
     app = create_app(settings, runner)
     async with serve(app) as url, EventSender(f"{url}/slack/events", SECRET) as events:
+        slack.events_url, slack.signing_secret = f"{url}/slack/events", SECRET
         yield RunningBot(url, settings, app, runner, slack, events)

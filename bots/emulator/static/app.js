@@ -116,6 +116,8 @@ function markdownToHtml(text) {
 }
 
 function bodyHtml(m) {
+  // Slack's markdown block and a stream's markdown_text are standard Markdown; everything else is mrkdwn
+  if (m.flavour === "slack" && m.author === "bot" && (m.markdown || m.format === "markdown")) return markdownToHtml(m.markdown || m.text);
   if (m.flavour === "slack" && m.author !== "emulator") return slackToHtml(m.text);
   if (m.author === "emulator") return esc(m.text);
   return markdownToHtml(m.text);
@@ -168,7 +170,28 @@ function tasksHtml(m) {
   return `<ul class="tasks">${m.tasks.map((t) =>
     `<li class="task task-${esc(t.status || "")}">${icons[t.status] || "•"} ${esc(t.title || "")}` +
     (t.details ? `<pre><code>${esc(t.details)}</code></pre>` : "") +
-    (t.output ? `<div class="task-output">${esc(t.output)}</div>` : "") + "</li>").join("")}</ul>`;
+    (t.output ? `<div class="task-output">${esc(t.output)}</div>` : "") + taskSources(t) + "</li>").join("")}</ul>`;
+}
+
+function taskSources(t) {
+  if (!t.sources || !t.sources.length) return "";
+  return `<div class="task-sources">${t.sources.map((src) => link(src.url || "", src.text || src.url || "")).join(" · ")}</div>`;
+}
+
+function controlsHtml(m) {
+  // Block Kit buttons the bot put on the message (Stop, feedback) and Slack's own stop control while streaming
+  const parts = (m.controls || []).map((c, i) => {
+    if (c.kind === "feedback") {
+      const pressed = m.feedback === c.feedback;
+      return `<button type="button" class="feedback" data-press="${esc(m.id)}" data-index="${i}" aria-pressed="${pressed}" ` +
+        `title="${esc(c.text)}" aria-label="${esc(c.text)}">${c.feedback === "positive" ? "👍" : "👎"}</button>`;
+    }
+    return `<button type="button" class="control${c.style === "danger" ? " danger" : ""}" data-press="${esc(m.id)}" data-index="${i}">${esc(c.text)}</button>`;
+  });
+  if (m.streaming && m.flavour === "slack") {
+    parts.push(`<button type="button" class="control native-stop" data-native-stop="${esc(m.id)}" ${m.stop_requested ? "disabled" : ""}>⏹ Stop</button>`);
+  }
+  return parts.length ? `<div class="controls">${parts.join("")}</div>` : "";
 }
 
 function canThread(m) {
@@ -191,7 +214,7 @@ function messageHtml(m, inThread) {
   return `<div class="message author-${esc(m.author)}${m.streaming ? " streaming" : ""}" data-id="${esc(m.id)}">` +
     `<div class="avatar" aria-hidden="true">${esc(initial)}</div><div class="message-main">` +
     `<div class="message-head"><span class="name">${esc(name)}</span>${badge}<time>${time}</time>${m.edited ? '<span class="edited">(edited)</span>' : ""}</div>` +
-    `<div class="body${m.streaming ? " streaming-dots" : ""}">${bodyHtml(m)}</div>${tasksHtml(m)}${files}${cards}${threadLink}</div></div>`;
+    `<div class="body${m.streaming ? " streaming-dots" : ""}">${bodyHtml(m)}</div>${tasksHtml(m)}${files}${cards}${controlsHtml(m)}${threadLink}</div></div>`;
 }
 
 function renderList(container, messages, inThread) {
@@ -357,6 +380,16 @@ function setup() {
       state.thread = target.dataset.thread;
     } else if (target.id === "close-thread") {
       state.thread = null;
+    } else if (target.dataset.press || target.dataset.nativeStop) {
+      target.disabled = true;
+      try {
+        if (target.dataset.press) await post("/_emulator/slack/press", { message: target.dataset.press, index: Number(target.dataset.index) }, true);
+        else await post("/_emulator/slack/stop", { message: target.dataset.nativeStop }, true);
+      } catch (err) {
+        alert(`The emulator could not press that: ${err.message}`);
+      }
+      target.disabled = false;
+      return;
     } else if (target.dataset.consent) {
       target.disabled = true;
       try {
