@@ -160,6 +160,14 @@ def _user_listed(request: ChatRequest, users: tuple[str, ...]) -> bool:
 
 
 @dataclass(frozen=True)
+class SensitivityLabel:
+    """How confidential a department's answers are, e.g. "Confidential · HR only"; Teams shows it on the answer."""
+
+    name: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
 class Department:
     """One department agent: what it is for, its tools and limits, and where it answers."""
 
@@ -175,6 +183,8 @@ class Department:
     file_types: tuple[str, ...] = DEFAULT_FILE_TYPES
     access: AccessPolicy = field(default_factory=AccessPolicy)
     data_dir: Path | None = None
+    #: Shown on every answer of this department in Teams (a Microsoft Purview-style label, as text).
+    sensitivity_label: SensitivityLabel | None = None
 
     def load_tools(self, caller: Caller | None = None) -> list[Tool]:
         """Import every tool named in the file, as smolagents Tools ready to hand to a CodeAgent.
@@ -241,8 +251,10 @@ _TOP_KEYS = {"company", "departments"}
 _COMPANY_KEYS = {"name"}
 _DEPARTMENT_KEYS = {
     "description", "tools", "authorized_imports", "max_steps", "step_timeout_s", "slack_channels",
-    "keywords", "instructions", "file_types", "access", "data_dir",
+    "keywords", "instructions", "file_types", "access", "data_dir", "sensitivity_label",
 }
+_LABEL_KEYS = {"name", "description"}
+LABEL_NAME_MAX = 80
 _ACCESS_LISTS = (
     "slack_channels", "slack_users", "slack_usergroups", "teams_tenants", "teams_teams", "teams_channels",
     "teams_users", "teams_groups",
@@ -348,6 +360,24 @@ def _access(prefix: str, raw: Any) -> tuple[AccessPolicy, list[str]]:
     return AccessPolicy(restricted=restricted, **lists), errors + check.errors
 
 
+def _sensitivity_label(prefix: str, raw: Any) -> tuple[SensitivityLabel | None, list[str]]:
+    if raw is None:
+        return None, []
+    where = f"{prefix[:-1]}.sensitivity_label]"
+    if not isinstance(raw, dict):
+        return None, [f'{prefix} sensitivity_label must be a table like {{ name = "Confidential", description = '
+                      f'"HR data: do not forward" }}, got {_show(raw)}']
+    check = _Checker(where, raw)
+    name = check.string("name")
+    if not name:
+        check.fail("name", "is required (the label's title, e.g. \"Confidential\")")
+    elif len(name) > LABEL_NAME_MAX:
+        check.fail("name", f"must be at most {LABEL_NAME_MAX} characters, got {len(name)}")
+    description = check.string("description")
+    errors = _unknown_keys(raw, _LABEL_KEYS, where) + check.errors
+    return (None, errors) if errors else (SensitivityLabel(name, description), [])
+
+
 def _department(name: str, raw: Any, file: Path) -> tuple[Department | None, list[str]]:
     prefix = f"{file}: [departments.{name}]"
     if not _NAME_RE.match(name):
@@ -382,7 +412,8 @@ def _department(name: str, raw: Any, file: Path) -> tuple[Department | None, lis
             if not data_dir.is_dir():
                 check.fail("data_dir", f"is {_show(raw_dir)}, but {data_dir} is not a folder")
     access, access_errors = _access(prefix, raw.get("access"))
-    errors += check.errors + access_errors
+    label, label_errors = _sensitivity_label(prefix, raw.get("sensitivity_label"))
+    errors += check.errors + access_errors + label_errors
     if errors:
         return None, errors
     department = Department(
@@ -398,6 +429,7 @@ def _department(name: str, raw: Any, file: Path) -> tuple[Department | None, lis
         file_types=file_types,
         access=access,
         data_dir=data_dir,
+        sensitivity_label=label,
     )
     try:
         loaded = department.load_tools()

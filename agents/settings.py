@@ -63,6 +63,13 @@ class Settings:
     teams_app_type: str = "SingleTenant"
     teams_app_tenant_id: str | None = None
     teams_allow_unauthenticated: bool = False
+    teams_expect_replies_wait_s: float = 20.0
+    graph_client_id: str | None = None
+    graph_client_secret: str | None = field(default=None, repr=False)
+    graph_tenant_id: str | None = None
+    graph_api_url: str = "https://graph.microsoft.com/v1.0"
+    graph_login_url: str = "https://login.microsoftonline.com"
+    graph_groups_ttl_s: float = 600.0
     # server
     host: str = "127.0.0.1"
     port: int = 3978
@@ -126,6 +133,13 @@ class Settings:
             teams_app_type=_env("TEAMS_APP_TYPE", "SingleTenant"),
             teams_app_tenant_id=_env("TEAMS_APP_TENANT_ID"),
             teams_allow_unauthenticated=_bool("TEAMS_ALLOW_UNAUTHENTICATED"),
+            teams_expect_replies_wait_s=_float("TEAMS_EXPECT_REPLIES_WAIT_S", 20.0),
+            graph_client_id=_env("GRAPH_CLIENT_ID") or _env("TEAMS_APP_ID"),
+            graph_client_secret=_env("GRAPH_CLIENT_SECRET"),
+            graph_tenant_id=_env("GRAPH_TENANT_ID") or _env("TEAMS_APP_TENANT_ID"),
+            graph_api_url=_env("GRAPH_API_URL", "https://graph.microsoft.com/v1.0"),
+            graph_login_url=_env("GRAPH_LOGIN_URL", "https://login.microsoftonline.com"),
+            graph_groups_ttl_s=_float("GRAPH_GROUPS_TTL_S", 600.0),
             host=_env("HOST", "127.0.0.1"),
             port=_int("PORT", 3978),
             public_url=_env("AGENTDESK_PUBLIC_URL"),
@@ -185,6 +199,14 @@ ENVIRONMENT = {
     "TEAMS_APP_TYPE": "SingleTenant (default), MultiTenant or UserAssignedMSI",
     "TEAMS_APP_TENANT_ID": "Entra tenant id of the bot registration",
     "TEAMS_ALLOW_UNAUTHENTICATED": "1 accepts unsigned Teams activities (local development only)",
+    "TEAMS_EXPECT_REPLIES_WAIT_S": "seconds an expectReplies caller waits for the answer in the response (default 20)",
+    "GRAPH_CLIENT_SECRET": "client secret of the bot's app registration for Microsoft Graph; turns on files in "
+                           "channels/group chats and teams_groups rules",
+    "GRAPH_CLIENT_ID": "app (client) id for Graph (default: TEAMS_APP_ID)",
+    "GRAPH_TENANT_ID": "Entra tenant for Graph (default: TEAMS_APP_TENANT_ID)",
+    "GRAPH_API_URL": "Graph endpoint (default https://graph.microsoft.com/v1.0; tests point it at a stand-in)",
+    "GRAPH_LOGIN_URL": "token authority (default https://login.microsoftonline.com; tests override it)",
+    "GRAPH_GROUPS_TTL_S": "seconds a person's Graph group memberships are cached (default 600)",
     "HOST": "listen address (default 127.0.0.1)",
     "PORT": "listen port (default 3978)",
     "AGENTDESK_PUBLIC_URL": "public https URL of this deployment (manifests, links)",
