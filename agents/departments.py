@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator
 from smolagents import Tool, tool as make_tool
 
 from agents.chat import Caller, ChatRequest
-from agents.tools import bind_caller
+from agents.tools import bind_caller, bind_sources
 
 #: The example company shipped with agentdesk (Northwind Labs); tools default to its data.
 BUNDLED_COMPANY_DIR = Path(__file__).parent / "company"
@@ -81,7 +81,7 @@ def resolve_data_dir(default_subdir: str, env_var: str) -> Path:
     return current_data_dir() or BUNDLED_COMPANY_DIR / default_subdir
 
 
-def _bound(tool: Tool, data_dir: Path | None, caller: Caller | None) -> Tool:
+def _bound(tool: Tool, data_dir: Path | None, caller: Caller | None, sources: list | None = None) -> Tool:
     """A copy of `tool` whose forward() runs with the department's data folder (and the caller) bound.
 
     Binding inside forward() holds whichever thread the executor calls the tool from (smolagents' local
@@ -93,7 +93,8 @@ def _bound(tool: Tool, data_dir: Path | None, caller: Caller | None) -> Tool:
     original = tool.forward
 
     def forward(*args: Any, **kwargs: Any) -> Any:
-        with bind_data_dir(data_dir), (bind_caller(caller) if caller is not None else nullcontext()):
+        with bind_data_dir(data_dir), (bind_caller(caller) if caller is not None else nullcontext()), \
+                (bind_sources(sources) if sources is not None else nullcontext()):
             return original(*args, **kwargs)
 
     bound.forward = forward  # type: ignore[method-assign]
@@ -186,17 +187,18 @@ class Department:
     #: Shown on every answer of this department in Teams (a Microsoft Purview-style label, as text).
     sensitivity_label: SensitivityLabel | None = None
 
-    def load_tools(self, caller: Caller | None = None) -> list[Tool]:
+    def load_tools(self, caller: Caller | None = None, sources: list | None = None) -> list[Tool]:
         """Import every tool named in the file, as smolagents Tools ready to hand to a CodeAgent.
 
         An attribute may be a Tool instance (e.g. made with @tool), a Tool subclass (instantiated here) or
         a plain function with type hints and a docstring with an Args section (wrapped with smolagents.tool).
         Each returned tool runs with this department's `data_dir` bound and, when `caller` is given, with
-        that caller bound (agents.tools.current_caller()), whatever thread calls it.
+        that caller bound (agents.tools.current_caller()), whatever thread calls it; sources the tools
+        report (agents.tools.report_source) go into `sources`.
         """
         loaded = [_load_tool(self.name, path) for path in self.tools]
-        if self.data_dir is not None or caller is not None:
-            loaded = [_bound(t, self.data_dir, caller) for t in loaded]
+        if self.data_dir is not None or caller is not None or sources is not None:
+            loaded = [_bound(t, self.data_dir, caller, sources) for t in loaded]
         return loaded
 
     def accepts_file(self, filename: str) -> bool:

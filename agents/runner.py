@@ -364,7 +364,8 @@ class TaskRunner:
         dept = route.department
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
-        agent = await asyncio.to_thread(self._build_agent, dept, sandbox, request)
+        sources: list = []
+        agent = await asyncio.to_thread(self._build_agent, dept, sandbox, request, sources)
         agent.state["INPUT_FILES"] = [f"{sandbox.input_dir}/{p.name}" for p in inputs]
         agent.state["OUTPUT_DIR"] = sandbox.output_dir
         task = self._task_text(request, route, [p.name for p in inputs])
@@ -470,12 +471,14 @@ class TaskRunner:
             trace_url=trace_link(trace_id, self.settings),
             steps=totals["steps"], duration_s=time.monotonic() - started,
             input_tokens=totals["in"], output_tokens=totals["out"], task_id=task_id,
+            sources=tuple(dict.fromkeys(sources)),
         )
 
-    def _build_agent(self, dept: Department, sandbox: Sandbox, request: ChatRequest) -> CodeAgent:
+    def _build_agent(self, dept: Department, sandbox: Sandbox, request: ChatRequest,
+                     sources: list | None = None) -> CodeAgent:
         """A new agent per task (never shared across threads or people), with the thread's memory."""
         agent = CodeAgent(
-            tools=dept.load_tools(request.caller),
+            tools=dept.load_tools(request.caller, sources),
             model=self.model_factory(),
             executor=sandbox,
             additional_authorized_imports=list(dept.authorized_imports),

@@ -10,9 +10,10 @@ import contextvars
 from contextlib import contextmanager
 from typing import Iterator
 
-from agents.chat import Caller
+from agents.chat import Caller, Source
 
 _caller: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("agentdesk_caller", default=None)
+_sources: contextvars.ContextVar[list[Source] | None] = contextvars.ContextVar("agentdesk_sources", default=None)
 
 
 class NoCaller(RuntimeError):
@@ -33,3 +34,19 @@ def bind_caller(caller: Caller) -> Iterator[None]:
         yield
     finally:
         _caller.reset(token)
+
+
+def report_source(source: Source) -> None:
+    """A tool names where its result came from; the answer shows it (Teams citations, Slack sources)."""
+    found = _sources.get()
+    if found is not None:
+        found.append(source)
+
+
+@contextmanager
+def bind_sources(found: list[Source]) -> Iterator[None]:
+    token = _sources.set(found)
+    try:
+        yield
+    finally:
+        _sources.reset(token)

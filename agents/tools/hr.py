@@ -17,9 +17,9 @@ from pathlib import Path
 
 from smolagents import tool
 
-from agents.chat import Caller
+from agents.chat import Caller, Source
 from agents.departments import resolve_data_dir
-from agents.tools import current_caller
+from agents.tools import current_caller, report_source
 
 ENV_VAR = "AGENTDESK_HR_DATA_DIR"
 HR_CONTACT = "people@northwindlabs.com"
@@ -140,7 +140,9 @@ def search_policies(query: str, max_results: int = 3) -> str:
     lines = [f'Policy sections matching "{query}", best first:']
     for number, section in enumerate(top, 1):
         lines.append(f"\n{number}. {section.policy} — {section.heading} ({section.file})")
-        lines.append(_excerpt(section.text, set(terms)))
+        excerpt = _excerpt(section.text, set(terms))
+        lines.append(excerpt)
+        report_source(Source(title=f"{section.policy} — {section.heading}", abstract=excerpt[:160]))
     return "\n".join(lines)
 
 
