@@ -226,9 +226,7 @@ class TeamsConnector:
                 new_id = self.conversations.stream_started(cid, call.body or {}, kind, sequence)
                 self.streams[new_id] = _Stream(cid, sequence, call.at, call.at)
                 return 201, {"id": new_id}
-            stream = self._live(stream_id, cid, call.at)
-            if sequence <= stream.sequence:
-                raise ConnectorError(400, "BadSyntax", "streamSequence must increase with every update")
+            stream = self._live(stream_id, cid, call.at, sequence)
             stream.sequence, stream.last = sequence, call.at
             self.conversations.stream_updated(cid, stream_id, call.body or {}, kind, sequence)
             return 202, {"id": stream_id}
@@ -242,7 +240,7 @@ class TeamsConnector:
             return 201, {"id": stream_id}
         raise ConnectorError(400, "BadSyntax", "A streaminfo entity belongs on a typing or message activity")
 
-    def _live(self, stream_id: str, conversation_id: str, now: float) -> _Stream:
+    def _live(self, stream_id: str, conversation_id: str, now: float, sequence: int | None = None) -> _Stream:
         stream = self.streams.get(stream_id)
         if stream is None or stream.conversation_id != conversation_id:
             raise ConnectorError(404, "NotFound", "Unknown streamId")
@@ -253,6 +251,8 @@ class TeamsConnector:
         if now - stream.started > self.max_stream_s:
             stream.done = True
             raise ConnectorError(403, "ContentStreamNotAllowed", "Content stream timed out (2 minutes).")
+        if sequence is not None and sequence <= stream.sequence:
+            raise ConnectorError(400, "BadSyntax", "streamSequence must increase with every update")
         if now - stream.last < self.interval_s:
             raise ConnectorError(403, "ContentStreamNotAllowed", "Streaming requests are limited to one per "
                                  "second per stream.")
