@@ -213,7 +213,7 @@ async def test_feedback_on_an_answer_is_stored_traced_and_counted(tmp_path, mode
             spans = receiver.wait_for(lambda got: any(s.name == "agentdesk.feedback" for s in got))
         finally:
             shutdown_tracing()
-    assert (status, payload) == (200, None) and forged[0] == 200
+    assert (status, payload) == (200, {}) and forged[0] == 200
     vote = votes[ALICE["aadObjectId"]]
     assert vote["value"] == "negative" and vote["comment"] == "Fridays off in August" and vote["platform"] == "teams"
     assert len(votes) == 1, "the forged press on an unknown answer is not stored"

@@ -220,7 +220,9 @@ class TeamsBot:
         if activity.type == "invoke":
             return await self.invokes.dispatch(activity)
         if activity.type in ("conversationUpdate", "installationUpdate") and self._bot_was_added(activity):
-            if self._first_time(activity):
+            # Teams sends both when the bot is added: one welcome per conversation.
+            conversation = activity.conversation.id.partition(";")[0] if activity.conversation else ""
+            if conversation and self.dedupe.claim(f"welcome|{conversation}"):
                 self.tasks.spawn(self._welcome(activity), name=f"teams-welcome:{activity.id}")
         return web.Response(status=201)
 
@@ -334,9 +336,10 @@ class TeamsBot:
 
         async def remember(activity_id: str, answer) -> None:
             if answer.task_id:
-                await asyncio.to_thread(self.runner.store.put_record, "teams_answers",
-                                        _answer_key(request.channel, activity_id), {"task_id": answer.task_id},
-                                        ANSWER_RECORD_TTL_S)
+                for key in (activity_id, LATEST):
+                    await asyncio.to_thread(self.runner.store.put_record, "teams_answers",
+                                            _answer_key(request.channel, key), {"task_id": answer.task_id},
+                                            ANSWER_RECORD_TTL_S)
 
         def label_for(department: str):
             found = getattr(self.runner, "company", None) and self.runner.company.departments.get(department)
@@ -454,15 +457,16 @@ class TeamsBot:
         reaction = {"like": "positive", "dislike": "negative"}.get(str(action.get("reaction")))
         comment = _feedback_text(action.get("feedback"))
         user = activity.from_property
-        if reaction is None or user is None or activity.conversation is None or not activity.reply_to_id:
-            return _error(400, "feedback needs a reaction (like or dislike) and the answer it is about")
+        if reaction is None or user is None or activity.conversation is None:
+            return _error(400, "feedback needs a reaction (like or dislike) and the conversation it is in")
+        # Teams names the answer in replyToId; clients that don't (the Agents Playground) mean the latest one.
         record = await asyncio.to_thread(self.runner.store.get_record, "teams_answers",
-                                         _answer_key(activity.conversation.id, activity.reply_to_id))
+                                         _answer_key(activity.conversation.id, activity.reply_to_id or LATEST))
         stored = record is not None and await self.runner.record_feedback(
             record["task_id"], platform="teams", user=user.aad_object_id or user.id, value=reaction, comment=comment)
         if not stored:
             log.info("teams: feedback on an unknown or expired answer was ignored")
-        return web.json_response(None, status=200)
+        return web.json_response({}, status=200)  # Teams clients read an empty object as "received"
 
     # -- welcome ------------------------------------------------------------------------------------------
 
@@ -509,6 +513,10 @@ class TeamsBot:
             await sender.send(message_activity("", [file_info_card(pending.name, info)]))
         except SendFailed as exc:
             log.error("teams: could not answer a file consent: %s", exc)
+
+
+#: The key of a conversation's most recent answer, for feedback that names no message.
+LATEST = "latest"
 
 
 def _answer_key(conversation_id: str, activity_id: str) -> str:

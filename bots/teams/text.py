@@ -77,5 +77,4 @@ def welcome_text(company) -> str:
     for name, department in company.departments.items():
         example = f"{name}: tell me about {department.keywords[0]}" if department.keywords else f"{name}: what can you do?"
         lines.append(f"- **{department_label(name)}**: {escape(department.description)}. Try “{escape(example)}”")
-    lines.append("In a channel, @mention me. I show each step while I work, and you can stop me with Stop.")
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n\nIn a channel, @mention me. I show each step while I work; Stop stops me."
