@@ -183,6 +183,14 @@ class SubAgent:
 
 
 @dataclass(frozen=True)
+class SensitivityLabel:
+    """How confidential a department's answers are, e.g. "Confidential · HR only"; Teams shows it on the answer."""
+
+    name: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
 class Department:
     """One department agent: what it is for, its tools and limits, and where it answers."""
 
@@ -206,6 +214,8 @@ class Department:
     egress: EgressPolicy = field(default_factory=EgressPolicy)
     #: Example questions Slack offers when a person opens the agent's Messages tab.
     suggested_prompts: tuple[str, ...] = ()
+    #: Shown on every answer of this department in Teams (a Microsoft Purview-style label, as text).
+    sensitivity_label: SensitivityLabel | None = None
 
     def load_tools(self, caller: Caller | None = None, sources: SourceCollector | None = None,
                    paths: tuple[str, ...] | None = None) -> list[Tool]:
@@ -275,7 +285,7 @@ _COMPANY_KEYS = {"name"}
 _DEPARTMENT_KEYS = {
     "description", "tools", "authorized_imports", "max_steps", "step_timeout_s", "max_concurrent", "slack_channels",
     "keywords", "instructions", "file_types", "access", "data_dir", "agent", "managed_agents", "code_block_tags",
-    "suggested_prompts",
+    "suggested_prompts", "sensitivity_label",
 }
 _AGENT_KEYS = {
     "kind", "description", "tools", "max_steps", "instructions", "authorized_imports", "step_timeout_s",
@@ -283,6 +293,8 @@ _AGENT_KEYS = {
 }
 _EGRESS_KEYS = {"allow_domains", "deny_domains", "allow_private"}
 PROMPT_LIMIT = 200  # characters per suggested prompt (Slack shows them as buttons)
+_LABEL_KEYS = {"name", "description"}
+LABEL_NAME_MAX = 80
 _ACCESS_LISTS = (
     "slack_channels", "slack_users", "slack_usergroups", "teams_tenants", "teams_teams", "teams_channels",
     "teams_users", "teams_groups",
@@ -397,6 +409,24 @@ def _access(prefix: str, raw: Any) -> tuple[AccessPolicy, list[str]]:
     return AccessPolicy(restricted=restricted, **lists), errors + check.errors
 
 
+def _sensitivity_label(prefix: str, raw: Any) -> tuple[SensitivityLabel | None, list[str]]:
+    if raw is None:
+        return None, []
+    where = f"{prefix[:-1]}.sensitivity_label]"
+    if not isinstance(raw, dict):
+        return None, [f'{prefix} sensitivity_label must be a table like {{ name = "Confidential", description = '
+                      f'"HR data: do not forward" }}, got {_show(raw)}']
+    check = _Checker(where, raw)
+    name = check.string("name")
+    if not name:
+        check.fail("name", "is required (the label's title, e.g. \"Confidential\")")
+    elif len(name) > LABEL_NAME_MAX:
+        check.fail("name", f"must be at most {LABEL_NAME_MAX} characters, got {len(name)}")
+    description = check.string("description")
+    errors = _unknown_keys(raw, _LABEL_KEYS, where) + check.errors
+    return (None, errors) if errors else (SensitivityLabel(name, description), [])
+
+
 def _department(name: str, raw: Any, file: Path, sub_agents: Any = ()) -> tuple[Department | None, list[str]]:
     prefix = f"{file}: [departments.{name}]"
     if not _NAME_RE.match(name):
@@ -444,7 +474,8 @@ def _department(name: str, raw: Any, file: Path, sub_agents: Any = ()) -> tuple[
             check.fail("managed_agents", f"names {_show(managed_name)}, but there is no [agents.{managed_name}] table"
                        + (f' (did you mean "{hint[0]}"?)' if hint else ""))
     access, access_errors = _access(prefix, raw.get("access"))
-    errors += check.errors + access_errors
+    label, label_errors = _sensitivity_label(prefix, raw.get("sensitivity_label"))
+    errors += check.errors + access_errors + label_errors
     if errors:
         return None, errors
     department = Department(
@@ -465,6 +496,7 @@ def _department(name: str, raw: Any, file: Path, sub_agents: Any = ()) -> tuple[
         managed_agents=managed,
         code_block_tags=code_tags,
         suggested_prompts=prompts,
+        sensitivity_label=label,
     )
     try:
         loaded = department.load_tools()

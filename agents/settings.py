@@ -85,6 +85,25 @@ class Settings:
     teams_app_tenant_id: str | None = setting("TEAMS_APP_TENANT_ID", None, "Entra tenant id of the bot registration")
     teams_allow_unauthenticated: bool = setting(
         "TEAMS_ALLOW_UNAUTHENTICATED", False, "1 accepts unsigned Teams activities (local development only)")
+    teams_expect_replies_wait_s: float = setting(
+        "TEAMS_EXPECT_REPLIES_WAIT_S", 20.0,
+        "seconds an expectReplies caller waits for the answer in the response (default 20)")
+    graph_client_id: str | None = setting("GRAPH_CLIENT_ID", None, "app (client) id for Graph (default: TEAMS_APP_ID)",
+                                          fallback="TEAMS_APP_ID")
+    graph_client_secret: str | None = setting(
+        "GRAPH_CLIENT_SECRET", None, "client secret of the bot's app registration for Microsoft Graph; turns on files "
+        "in channels/group chats and teams_groups rules", secret=True)
+    graph_tenant_id: str | None = setting("GRAPH_TENANT_ID", None,
+                                          "Entra tenant for Graph (default: TEAMS_APP_TENANT_ID)",
+                                          fallback="TEAMS_APP_TENANT_ID")
+    graph_api_url: str = setting(
+        "GRAPH_API_URL", "https://graph.microsoft.com/v1.0",
+        "Graph endpoint (default https://graph.microsoft.com/v1.0; tests point it at a stand-in)")
+    graph_login_url: str = setting(
+        "GRAPH_LOGIN_URL", "https://login.microsoftonline.com",
+        "token authority (default https://login.microsoftonline.com; tests override it)")
+    graph_groups_ttl_s: float = setting("GRAPH_GROUPS_TTL_S", 600.0,
+                                        "seconds a person's Graph group memberships are cached (default 600)")
     # server
     host: str = setting("HOST", "127.0.0.1", "listen address (default 127.0.0.1)")
     port: int = setting("PORT", 3978, "listen port (default 3978)")

@@ -40,6 +40,12 @@ if ! command -v chromium >/dev/null 2>&1; then
   fi
 fi
 
+if command -v npm >/dev/null 2>&1; then
+  step "Microsoft 365 Agents Playground (npm) for the Teams client test"
+  npm ci --prefix tests/playground --no-audit --no-fund --loglevel=error \
+    || echo "the Agents Playground could not be installed; its browser test will fail under CI=true" >&2
+fi
+
 step "pytest"
 set +e
 .venv/bin/python -m pytest -ra "$@"

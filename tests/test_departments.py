@@ -160,6 +160,20 @@ def test_max_concurrent_is_read_and_optional(tmp_path):
     assert load_company(write(tmp_path, MINIMAL, "other.toml")).departments["hr"].max_concurrent is None
 
 
+def test_sensitivity_label_is_read_and_checked(tmp_path):
+    company = load_company(write(tmp_path, MINIMAL + 'sensitivity_label = { name = "Confidential", '
+                                                     'description = "HR only" }\n'))
+    label = company.departments["hr"].sensitivity_label
+    assert (label.name, label.description) == ("Confidential", "HR only")
+    assert "[departments.hr] sensitivity_label must be a table" in config_error(
+        tmp_path, MINIMAL + 'sensitivity_label = "Confidential"\n')
+    message = config_error(tmp_path, MINIMAL + 'sensitivity_label = { description = "x", colour = "red" }\n')
+    assert "[departments.hr.sensitivity_label] name is required" in message
+    assert '[departments.hr.sensitivity_label] unknown key "colour"' in message
+    assert "name must be at most 80 characters" in config_error(
+        tmp_path, MINIMAL + f'sensitivity_label = {{ name = "{"x" * 81}" }}\n')
+
+
 def test_step_timeout_must_be_positive(tmp_path):
     message = config_error(tmp_path, MINIMAL + "step_timeout_s = 0\n")
     assert "[departments.hr] step_timeout_s must be a positive number of seconds, got 0" in message

@@ -144,6 +144,10 @@ async def test_teams_connector_keeps_teams_rules(dev):
     assert (await client.post(personal + "/activities", json=again)).status == 400
     final = {"type": "message", "text": "done", "entities": [
         {"type": "streaminfo", "streamType": "final", "streamId": stream_id}]}
+    too_soon = await client.post(personal + "/activities", json=final)
+    assert too_soon.status == 403, "one streaming request per second per stream, the final included"
+    assert (await too_soon.json())["error"]["code"] == "ContentStreamNotAllowed"
+    await asyncio.sleep(1.0)
     assert (await client.post(personal + "/activities", json=final)).status == 201
     assert store.find("teams", s.DM, stream_id)["text"] == "done"
     assert (await client.post(personal + "/activities", json=again)).status == 403

@@ -51,6 +51,7 @@ class Bot:
     url: str
     app: web.Application
     http: aiohttp.ClientSession
+    runner: object = None
 
     async def post(self, body: dict, **headers: str) -> tuple[int, object, float]:
         started = time.monotonic()
@@ -79,9 +80,10 @@ async def running_bot(tmp_path, model_server, monkeypatch, **overrides) -> Async
                   slack_app_token=None)
     values.update(overrides)
     settings = make_settings(tmp_path, model_server.base_url, **values)
-    app = create_app(settings, TaskRunner(settings))
+    runner = TaskRunner(settings)
+    app = create_app(settings, runner)
     async with serve(app) as url, aiohttp.ClientSession() as http:
-        yield Bot(url, app, http)
+        yield Bot(url, app, http, runner)
 
 
 @pytest.fixture
@@ -190,18 +192,45 @@ async def test_group_chat_gets_one_progress_message_and_the_answer(tmp_path, mod
     assert {e.activity_id for e in connector.sent(chat, "PUT")} == {"act-1"}
 
 
-async def test_expect_replies_and_unknown_invokes_do_not_crash(tmp_path, model_server, monkeypatch, connector):
-    model_server.model.script("expect replies question", code_reply('final_answer("answered anyway")'))
+async def test_expect_replies_gets_the_answer_in_the_http_response(tmp_path, model_server, monkeypatch, connector):
+    model_server.model.script("expect replies question", code_reply('final_answer("answered in the response")'))
     async with running_bot(tmp_path, model_server, monkeypatch) as bot:
         body = personal_message(connector.service_url, "hr: expect replies question", deliveryMode="expectReplies")
         status, payload, _ = await bot.post(body)
-        assert (status, payload) == (200, {"activities": []})
-        await connector.wait_for(final_message(connector, body["conversation"]["id"], "answered anyway"),
-                                 what="answer after expectReplies")
-        invoke = personal_message(connector.service_url, "", type="invoke", name="task/fetch", value={})
-        status, payload, _ = await bot.post(invoke)
-        assert status == 501 and "not supported" in payload["error"]
         await bot.drain()
+    assert status == 200
+    [answer] = payload["activities"]
+    assert answer["type"] == "message" and "answered in the response" in answer["text"]
+    assert answer["entities"][0]["additionalType"] == ["AIGeneratedContent"]
+    assert not connector.messages(), "an expectReplies caller reads the response, nothing goes to the connector"
+
+
+async def test_expect_replies_says_so_when_the_run_outlives_the_wait(tmp_path, model_server, monkeypatch, connector):
+    model_server.model.script("slow expect replies", code_reply('final_answer("the late answer")'), delay_s=1.5)
+    async with running_bot(tmp_path, model_server, monkeypatch, teams_expect_replies_wait_s=0.5) as bot:
+        body = personal_message(connector.service_url, "hr: slow expect replies", deliveryMode="expectReplies")
+        status, payload, elapsed = await bot.post(body)
+        assert status == 200 and elapsed < 1.5
+        [note] = payload["activities"]
+        assert "still working" in note["text"] and "when it is ready" in note["text"]
+        await connector.wait_for(final_message(connector, body["conversation"]["id"], "the late answer"),
+                                 what="the answer in the conversation afterwards")
+        await bot.drain()
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("adaptiveCard/action", lambda p: p["statusCode"] == 200 and p["value"]["type"] == "AdaptiveCard"),
+    ("task/fetch", lambda p: p["task"]["type"] == "message" and "doesn't offer" in p["task"]["value"]),
+    ("composeExtension/query", lambda p: p["composeExtension"]["type"] == "message"),
+])
+async def test_unsupported_invokes_get_teams_documented_answer(tmp_path, model_server, monkeypatch, connector,
+                                                               name, expected):
+    async with running_bot(tmp_path, model_server, monkeypatch) as bot:
+        invoke = personal_message(connector.service_url, "", type="invoke", name=name, value={})
+        status, payload, _ = await bot.post(invoke)
+        unknown = await bot.post(personal_message(connector.service_url, "", type="invoke", name="x/y", value={}))
+    assert status == 200 and expected(payload)
+    assert unknown[0] == 404 and "not supported" in unknown[1]["error"]
 
 
 async def test_throttled_connector_is_retried_and_the_answer_still_arrives(tmp_path, model_server, monkeypatch,

@@ -1,11 +1,11 @@
 """The Teams half of the emulator: Bot Framework activities to the bot, and the connector it answers.
 
 Activities go to the bot's own `/api/messages` with `serviceUrl` set to this connector
-(`/_emulator/teams/`), so botbuilder sends its replies here over the Bot Framework REST API: POST/PUT/
-DELETE `/v3/conversations/{id}/activities[/{id}]`. The connector keeps Teams' rules that matter to a bot:
-streaming (typing activities with a `streaminfo` entity) only in personal chats with increasing sequence
-numbers, channel threads addressed as `19:...;messageid=<root>`, files only in personal chats, and the
-file consent flow (FileConsentCard -> `fileConsent/invoke` -> PUT to an upload session -> FileInfoCard).
+(`/_emulator/teams/`), so botbuilder sends its replies here over the Bot Framework REST API. The connector
+is the one Teams fake (bots/emulator/teams_connector.py, which the tests use too: streaming rules and
+pacing, ids on create); this module puts what it accepts on the page, keeps channel threads addressed as
+`19:...;messageid=<root>`, files only in personal chats, and the file consent flow (FileConsentCard ->
+`fileConsent/invoke` -> PUT to an upload session -> FileInfoCard).
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from aiohttp import web
 
 from bots.emulator import store as s
 from bots.emulator.store import Store
+from bots.emulator.teams_connector import ConnectorError, TeamsConnector
 
 log = logging.getLogger("agentdesk.emulator.teams")
 
@@ -47,14 +48,12 @@ class TeamsSide:
         self.service_url = f"{self_url}/_emulator/teams/"
         self.session: aiohttp.ClientSession | None = None
         self._conversation_by_id = {cid: key for key, cid in s.TEAMS_CHANNEL_IDS.items()}
+        self.connector = TeamsConnector(_PageConversations(self))
 
     def mount(self, app: web.Application) -> None:
         base = "/_emulator/teams/v3/conversations"
         app.router.add_post(base, self.create_conversation)
-        app.router.add_post(base + "/{cid}/activities", self.send_activity)
-        app.router.add_post(base + "/{cid}/activities/{aid}", self.send_activity)
-        app.router.add_put(base + "/{cid}/activities/{aid}", self.update_activity)
-        app.router.add_delete(base + "/{cid}/activities/{aid}", self.delete_activity)
+        self.connector.mount(app, "/_emulator/teams")
         app.router.add_get(base + "/{cid}/members", self.members)
         app.router.add_get(base + "/{cid}/pagedmembers", self.paged_members)
         app.router.add_get(base + "/{cid}/members/{mid}", self.member)
@@ -192,99 +191,6 @@ class TeamsSide:
             return conversation, None
         return conversation, self.store.find("teams", conversation, rest) if rest else None
 
-    async def send_activity(self, request: web.Request) -> web.Response:
-        located = self._locate(request.match_info["cid"])
-        if located is None:
-            return _error(404, "ConversationNotFound", "Conversation not found.")
-        conversation, root = located
-        if conversation != s.DM and root is None:
-            return _error(400, "BadArgument", "Post into a channel thread (19:...;messageid=<root>) or create one")
-        try:
-            activity = await request.json()
-        except ValueError:
-            return _error(400, "BadSyntax", "Activity is not JSON")
-        kind = activity.get("type")
-        stream = next((e for e in activity.get("entities") or [] if isinstance(e, dict)
-                       and e.get("type") == "streaminfo"), None)
-        thread = root["id"] if root else None
-        if kind == "typing":
-            if stream is None:
-                self.store.status("teams", conversation, thread, f"{s.BOT_NAME} is typing…")
-                return web.json_response({"id": self.store.teams_id()}, status=201)
-            return self._stream_update(conversation, thread, activity, stream)
-        if kind != "message":
-            return web.json_response({"id": self.store.teams_id()}, status=201)
-        if stream is not None:
-            return self._stream_final(conversation, activity, stream)
-        message = self.store.add(flavour="teams", conversation=conversation, author="bot",
-                                 text=activity.get("text") or "", platform_id=self.store.teams_id(), thread=thread,
-                                 format="markdown", cards=self._cards(activity))
-        self.store.status("teams", conversation, thread, "")
-        return web.json_response({"id": message["platform_id"]}, status=201)
-
-    def _stream_update(self, conversation: str, thread: str | None, activity: dict, stream: dict) -> web.Response:
-        if conversation != s.DM:
-            return _error(403, "ContentStreamNotAllowed", "Streaming is only supported in personal (1:1) chats.")
-        kind = str(stream.get("streamType") or "")
-        if kind not in ("informative", "streaming"):
-            return _error(400, "BadSyntax",
-                          "Only start streaming and continue streaming types are allowed as a typing activity")
-        sequence = stream.get("streamSequence")
-        if not isinstance(sequence, int) or sequence < 1:
-            return _error(400, "BadSyntax", "streamSequence must be a positive integer")
-        text = activity.get("text") or ""
-        if len(text) > 1000 and kind == "informative":
-            return _error(403, "ContentStreamNotAllowed", "Informative text is limited to 1000 characters.")
-        stream_id = stream.get("streamId")
-        if not stream_id:
-            message = self.store.add(flavour="teams", conversation=conversation, author="bot", text=text,
-                                     platform_id=self.store.teams_id(), thread=thread, format="markdown",
-                                     streaming=True, stream_sequence=sequence, stream_type=kind, cards=[])
-            return web.json_response({"id": message["platform_id"]}, status=201)
-        message = self.store.find("teams", conversation, str(stream_id))
-        if message is None:
-            return _error(404, "NotFound", "Unknown streamId")
-        if not message.get("streaming"):
-            return _error(403, "ContentStreamNotAllowed", "The stream has already completed.")
-        if sequence <= int(message.get("stream_sequence") or 0):
-            return _error(400, "BadSyntax", "streamSequence must increase with every update")
-        self.store.update(message, text=text, stream_sequence=sequence, stream_type=kind)
-        return web.json_response({"id": message["platform_id"]}, status=202)
-
-    def _stream_final(self, conversation: str, activity: dict, stream: dict) -> web.Response:
-        if stream.get("streamType") != "final" or stream.get("streamSequence") is not None:
-            return _error(400, "BadSyntax", "A message ending a stream has streamType final and no streamSequence")
-        message = self.store.find("teams", conversation, str(stream.get("streamId") or ""))
-        if message is None:
-            return _error(404, "NotFound", "Unknown streamId")
-        if not message.get("streaming"):
-            return _error(403, "ContentStreamNotAllowed", "The stream has already completed.")
-        self.store.update(message, text=activity.get("text") or "", streaming=False, stream_type="final",
-                          cards=self._cards(activity))
-        return web.json_response({"id": message["platform_id"]}, status=201)
-
-    async def update_activity(self, request: web.Request) -> web.Response:
-        located = self._locate(request.match_info["cid"])
-        if located is None:
-            return _error(404, "ConversationNotFound", "Conversation not found.")
-        message = self.store.find("teams", located[0], request.match_info["aid"])
-        if message is None or message["author"] != "bot":
-            return _error(404, "NotFound", "Activity not found.")
-        try:
-            activity = await request.json()
-        except ValueError:
-            return _error(400, "BadSyntax", "Activity is not JSON")
-        self.store.update(message, text=activity.get("text") or "", cards=self._cards(activity), edited=True)
-        return web.json_response({"id": message["platform_id"]})
-
-    async def delete_activity(self, request: web.Request) -> web.Response:
-        located = self._locate(request.match_info["cid"])
-        message = self.store.find("teams", located[0], request.match_info["aid"]) if located else None
-        if message is None or message["author"] != "bot":
-            return _error(404, "NotFound", "Activity not found.")
-        self.store.delete(message)
-        return web.Response(status=200)
-
     async def create_conversation(self, request: web.Request) -> web.Response:
         """New channel thread (TeamsInfo.send_message_to_teams_channel) or a 1:1 chat with the person."""
         try:
@@ -388,6 +294,70 @@ class TeamsSide:
         if stored is None or not stored.complete:
             return web.Response(status=404, text="file not found")
         return web.FileResponse(stored.path, headers={"Content-Type": stored.mimetype})
+
+
+class _PageConversations:
+    """The connector's sends as messages on the emulator's page (the store the browser reads)."""
+
+    def __init__(self, side: TeamsSide) -> None:
+        self.side = side
+        self.store = side.store
+
+    def _where(self, cid: str, *, thread_needed: bool = True) -> tuple[str, dict[str, Any] | None]:
+        located = self.side._locate(cid)
+        if located is None:
+            raise ConnectorError(404, "ConversationNotFound", "Conversation not found.")
+        conversation, root = located
+        if thread_needed and conversation != s.DM and root is None:
+            raise ConnectorError(400, "BadArgument", "Post into a channel thread (19:...;messageid=<root>) or "
+                                 "create one")
+        return conversation, root
+
+    def _bot_message(self, cid: str, activity_id: str) -> dict[str, Any]:
+        conversation, _ = self._where(cid, thread_needed=False)
+        message = self.store.find("teams", conversation, activity_id)
+        if message is None or message["author"] != "bot":
+            raise ConnectorError(404, "NotFound", "Activity not found.")
+        return message
+
+    def is_personal(self, conversation_id: str) -> bool:
+        return self._where(conversation_id, thread_needed=False)[0] == s.DM
+
+    def post(self, conversation_id: str, activity: dict) -> str:
+        conversation, root = self._where(conversation_id)
+        thread = root["id"] if root else None
+        message = self.store.add(flavour="teams", conversation=conversation, author="bot",
+                                 text=activity.get("text") or "", platform_id=self.store.teams_id(), thread=thread,
+                                 format="markdown", cards=self.side._cards(activity))
+        self.store.status("teams", conversation, thread, "")
+        return message["platform_id"]
+
+    def typing(self, conversation_id: str) -> None:
+        conversation, root = self._where(conversation_id)
+        self.store.status("teams", conversation, root["id"] if root else None, f"{s.BOT_NAME} is typing…")
+
+    def stream_started(self, conversation_id: str, activity: dict, kind: str, sequence: int) -> str:
+        conversation, _ = self._where(conversation_id)
+        message = self.store.add(flavour="teams", conversation=conversation, author="bot",
+                                 text=activity.get("text") or "", platform_id=self.store.teams_id(), thread=None,
+                                 format="markdown", streaming=True, stream_sequence=sequence, stream_type=kind,
+                                 cards=[])
+        return message["platform_id"]
+
+    def stream_updated(self, conversation_id: str, stream_id: str, activity: dict, kind: str, sequence: int) -> None:
+        self.store.update(self._bot_message(conversation_id, stream_id), text=activity.get("text") or "",
+                          stream_sequence=sequence, stream_type=kind)
+
+    def stream_ended(self, conversation_id: str, stream_id: str, activity: dict) -> None:
+        self.store.update(self._bot_message(conversation_id, stream_id), text=activity.get("text") or "",
+                          streaming=False, stream_type="final", cards=self.side._cards(activity))
+
+    def update(self, conversation_id: str, activity_id: str, activity: dict) -> None:
+        self.store.update(self._bot_message(conversation_id, activity_id), text=activity.get("text") or "",
+                          cards=self.side._cards(activity), edited=True)
+
+    def delete(self, conversation_id: str, activity_id: str) -> None:
+        self.store.delete(self._bot_message(conversation_id, activity_id))
 
 
 def _card_texts(node: Any) -> list[str]:

@@ -8,7 +8,10 @@ expired), for `deliveryMode: expectReplies` and for invoke bodies that are plain
 whole turn before answering, while Teams expects an answer within ~15 s.
 
 So: authenticate (any failure is 401), turn the activity into a ChatRequest, start the agent in a tracked
-background task and answer 201 at once. The agent replies through the conversation reference.
+background task and answer 201 at once. The agent replies through the conversation reference, as a reply
+to the person's message. A `deliveryMode: expectReplies` caller (Copilot, another agent) reads only the
+HTTP response, so that one waits, boundedly, for the run to resolve its answer. Invokes are dispatched by
+name (bots/teams/invokes.py); the ones the bot does not handle get Teams' documented "nothing here" reply.
 """
 from __future__ import annotations
 
@@ -32,17 +35,20 @@ from botbuilder.integration.aiohttp import (
 from botbuilder.schema import Activity, ConversationReference
 from botframework.connector.auth import AuthenticationConstants, ServiceClientCredentialsFactory
 
-from agents.chat import ChatRequest
+from agents.chat import Attachment, ChatRequest, OutputFile
+from agents.answer import ANSWER_RECORD_TTL_S
 from agents.settings import Settings, SettingsError
 from agents.state import StoreUnavailable
 from agents.telemetry import request_span
 from bots.recovery import INTERRUPTION_NOTIFIERS, interrupted_message
 from bots.tasks import BackgroundTasks
 from bots.teams.files import PendingUploads, UploadFailed, file_info_card, inbound_attachments, upload
+from bots.teams.graph import GraphClient, GraphError, MessageLocation
+from bots.teams.invokes import Invokes, unsupported_invoke
 from bots.teams.outbound import ConversationSender, RateLimiters, SendFailed
-from bots.teams.delivery import replier_for, reply_address, with_credentials
-from bots.teams.replier import message_activity
-from bots.teams.text import escape
+from bots.teams.delivery import reference_of, with_credentials
+from bots.teams.replier import ExpectReplies, TeamsReplier, message_activity
+from bots.teams.text import escape, welcome_text
 
 log = logging.getLogger("agentdesk.teams")
 
@@ -143,6 +149,8 @@ class _Turn:
     request: ChatRequest
     conversation_type: str
     owner: str
+    team_group: str | None = None  # the team's Microsoft 365 group id, for Graph
+    channel_id: str | None = None
 
 
 class TeamsBot:
@@ -160,6 +168,17 @@ class TeamsBot:
         self.limiters = RateLimiters()
         self.uploads = PendingUploads(settings.data_dir / "teams" / "uploads")
         self.store = runner.store
+        self.graph = GraphClient(settings) if GraphClient.configured(settings) else None
+        self.invokes = Invokes({
+            "fileConsent/invoke": self._on_file_consent,
+            "message/submitAction": self._on_submit_action,
+        })
+        company = getattr(runner, "company", None)
+        self._wanted_groups = frozenset(g for d in getattr(company, "departments", {}).values()
+                                        for g in d.access.teams_groups)
+        if self._wanted_groups and self.graph is None:
+            log.warning("teams: the departments file has teams_groups rules, but Microsoft Graph is not configured "
+                        "(GRAPH_CLIENT_SECRET): nobody matches them until it is.")
         if metadata_url and self.app_id:
             log.warning("%s is set: Teams tokens are checked against keys from %s. This is for tests only; "
                         "unset it in production.", OPENID_METADATA_ENV, metadata_url)
@@ -198,16 +217,20 @@ class TeamsBot:
             if self.runner.draining:
                 return _error(503, "shutting down; deliver again")
             try:
+                if activity.delivery_mode == "expectReplies":
+                    return await self._expect_replies(activity)
                 await self._on_message(activity)
             except StoreUnavailable as exc:
                 log.error("teams: answering 503 so the activity is delivered again: %s", exc)
                 return _error(503, "state store unavailable; deliver again")
-            if activity.delivery_mode == "expectReplies":
-                # Replies go out through the connector once the agent is done, not in this response.
-                return web.json_response({"activities": []}, status=200)
             return web.Response(status=201)
         if activity.type == "invoke":
-            return await self._on_invoke(activity)
+            return await self.invokes.dispatch(activity)
+        if activity.type in ("conversationUpdate", "installationUpdate") and self._bot_was_added(activity):
+            # Teams sends both when the bot is added: one welcome per conversation.
+            conversation = activity.conversation.id.partition(";")[0] if activity.conversation else ""
+            if conversation and await self.store.claim_event(f"teams:welcome|{conversation}"):
+                self.tasks.spawn(self._welcome(activity), name=f"teams-welcome:{activity.id}")
         return web.Response(status=201)
 
     async def _authenticate(self, activity: Activity, header: str) -> web.Response | None:
@@ -246,39 +269,103 @@ class TeamsBot:
         conversation = activity.conversation.id if activity.conversation else ""
         return await self.store.claim_event(f"teams:{conversation}|{activity.id}")
 
-    async def _on_message(self, activity: Activity) -> None:
+    async def _on_message(self, activity: Activity, expect: ExpectReplies | None = None) -> bool:
+        """Start answering `activity` in the background; False if it is not answerable or a redelivery."""
         if activity.conversation is None or activity.from_property is None or not activity.service_url:
             log.warning("teams: ignored a message without conversation, sender or serviceUrl")
-            return
+            return False
         if not await self._first_time(activity):
             log.info("teams: ignored a redelivered activity")
-            return
-        self.tasks.spawn(self._run(activity), name=f"teams:{activity.id}")
+            return False
+        self.tasks.spawn(self._run(activity, expect), name=f"teams:{activity.id}")
+        return True
 
-    async def _run(self, activity: Activity) -> None:
+    async def _expect_replies(self, activity: Activity) -> web.Response:
+        """The answer in the HTTP response, within TEAMS_EXPECT_REPLIES_WAIT_S.
+
+        The run resolves `expect` with its answer activities; if it outlives the wait, the caller gets a
+        clear "still working" message and the answer goes to the conversation when it is ready.
+        """
+        expect = ExpectReplies()
+        if not await self._on_message(activity, expect):
+            return web.json_response({"activities": []}, status=200)
+        wait = self.settings.teams_expect_replies_wait_s
+        try:
+            activities = await asyncio.wait_for(asyncio.shield(expect.result), wait)
+        except TimeoutError:
+            expect.outlived()
+            activities = [message_activity(
+                f"I'm still working on this (it takes longer than {wait:.0f} seconds). I'll post the answer in "
+                "this conversation when it is ready.").serialize()]
+        return web.json_response({"activities": activities}, status=200)
+
+    async def _run(self, activity: Activity, expect: ExpectReplies | None = None) -> None:
         sender = self._sender(TurnContext.get_conversation_reference(activity))
         try:
-            await self._answer(activity, sender)
+            await self._answer(activity, sender, expect)
         except SendFailed as exc:
             log.error("teams: could not reply in a conversation: %s", exc)
         except Exception:
             log.exception("teams: handling a message failed")
+            if expect is not None and expect.resolve([message_activity(
+                    "Something went wrong on my side; the error was logged. Please try again.").serialize()]):
+                return
             try:
                 await sender.send(message_activity("Something went wrong on my side; the error was logged. "
                                                    "Please try again."))
             except SendFailed as exc:
                 log.error("teams: could not report a failure in the conversation: %s", exc)
 
-    async def _answer(self, activity: Activity, sender: ConversationSender) -> None:
+    async def _answer(self, activity: Activity, sender: ConversationSender,
+                      expect: ExpectReplies | None = None) -> None:
         turn = await self._turn(activity)
         if not turn.request.text and not turn.request.attachments:
-            await sender.send(message_activity("Ask me a question. To pick a department, start with its name, "
-                                               "e.g. “hr: how many leave days do I have?”"))
+            hint = message_activity("Ask me a question. To pick a department, start with its name, "
+                                    "e.g. “hr: how many leave days do I have?”")
+            if expect is None or not expect.resolve([hint.serialize()]):
+                await sender.send(hint)
             return
         replier = self.replier_for(turn.request)
+        if expect is not None:
+            replier = expect.wrap(replier)
         with request_span("teams.activity", turn.request, **{"agentdesk.teams.conversation_type":
                                                                   turn.conversation_type}):
             await self.runner.handle(turn.request, replier)
+
+    def replier_for(self, request: ChatRequest) -> TeamsReplier:
+        """The replier for one request, from the request and shared clients only: the process that received
+        the activity and a worker that runs the task (maybe another process) build it the same way."""
+        address = request.reply_address
+        sender = self._sender(reference_of(request))
+        conversation_type = address.get("conversation_type", "personal" if request.is_direct else "channel")
+        team_group, channel_id = address.get("team_group"), address.get("channel_id")
+
+        async def stop() -> None:
+            accepted, why = await self.runner.request_stop(request.thread_key, request.user)
+            if not accepted:
+                log.info("teams: Stop pressed but not applied: %s", why)
+
+        async def remember(activity_id: str, answer) -> None:
+            if answer.task_id:
+                for key in (activity_id, LATEST):
+                    await self.runner.store.put_record("teams_answers", _answer_key(request.channel, key),
+                                                       {"task_id": answer.task_id}, ANSWER_RECORD_TTL_S)
+
+        def label_for(department: str):
+            found = getattr(self.runner, "company", None) and self.runner.company.departments.get(department)
+            return getattr(found, "sensitivity_label", None)
+
+        share = None
+        if self.graph is not None and not request.is_direct:
+            graph = self.graph
+            if conversation_type == "channel" and team_group and channel_id:
+                async def share(file: OutputFile) -> str:
+                    return await graph.upload_to_channel(team_group, channel_id, file)
+            elif conversation_type == "groupChat":
+                async def share(file: OutputFile) -> str:
+                    return await graph.upload_to_chat(request.user, file)
+        return TeamsReplier(sender, personal=request.is_direct, uploads=self.uploads, owner=request.user,
+                            on_stop=stop, on_answer=remember, label_for=label_for, share_file=share)
 
     async def _turn(self, activity: Activity) -> _Turn:
         conversation = activity.conversation
@@ -288,7 +375,12 @@ class TeamsBot:
         user = activity.from_property
         owner = user.aad_object_id or user.id
         team = (data.get("team") or {}).get("id")
+        team_group = (data.get("team") or {}).get("aadGroupId")
         channel = data.get("channel") or {}
+        where = MessageLocation(
+            message_id=activity.id or "", team_id=team_group, channel_id=channel.get("id"),
+            root_id=conversation.id.partition(";messageid=")[2] or activity.id,
+            chat_id=conversation.id if conversation_type == "groupChat" else None)
         request = ChatRequest(
             platform="teams",
             workspace=_tenant(conversation, data),
@@ -297,18 +389,46 @@ class TeamsBot:
             user=owner,
             user_name=user.name,
             text=strip_bot_mention(activity),
-            attachments=await inbound_attachments(activity, personal=personal, token=self._bot_token),
+            attachments=await inbound_attachments(activity, personal=personal, token=self._bot_token,
+                                                  shared=self._shared_files(where) if self.graph else None),
             message_id=activity.id or "",
             channel_name=channel.get("name") if conversation_type == "channel" else None,
             is_direct=personal,
             team=team,
-            reply_address=reply_address(activity),
+            user_groups=await self._groups(owner),
+            reply_address={
+                "conversation_reference": json.dumps(TurnContext.get_conversation_reference(activity).serialize()),
+                "conversation_type": conversation_type, "team_group": team_group or "",
+                "channel_id": channel.get("id") or "",
+            },
         )
-        return _Turn(request, conversation_type, owner)
+        return _Turn(request, conversation_type, owner, team_group, channel.get("id"))
 
-    def replier_for(self, request: ChatRequest):
-        """The replier of a request, here or on the worker that runs it (bots.teams.delivery)."""
-        return replier_for(request, sender_for=self._sender, uploads=self.uploads)
+    def _shared_files(self, where: MessageLocation):
+        graph = self.graph
+        assert graph is not None
+
+        async def fetch() -> tuple[Attachment, ...]:
+            if not where.chat_id and not (where.team_id and where.channel_id):
+                log.warning("teams: a file shared in a channel whose activity has no team or channel id")
+                return (Attachment(name="shared-file", unavailable="Teams did not say which channel this file is in, "
+                                   "so I can't fetch it. Try sharing it again."),)
+            try:
+                return await graph.message_files(where)
+            except GraphError as exc:
+                return (Attachment(name="shared-file", unavailable=f"I couldn't fetch the shared file: {exc}."),)
+
+        return fetch
+
+    async def _groups(self, user: str) -> tuple[str, ...]:
+        """The person's groups that some teams_groups rule names (looked up through Graph, cached)."""
+        if self.graph is None or not self._wanted_groups or not user:
+            return ()
+        try:
+            return tuple(sorted(await self.graph.groups_of(user) & self._wanted_groups))
+        except GraphError as exc:
+            log.warning("teams: could not look up a person's groups: %s", exc)
+            return ()
 
     async def with_credentials(self, request: ChatRequest) -> ChatRequest:
         return await with_credentials(request, self._bot_token)
@@ -339,14 +459,48 @@ class TeamsBot:
 
     # -- invokes ------------------------------------------------------------------------------------------
 
-    async def _on_invoke(self, activity: Activity) -> web.Response:
-        if activity.name == "fileConsent/invoke":
-            if activity.conversation is not None and activity.from_property is not None and await self._first_time(activity):
-                self.tasks.spawn(self._file_consent(activity), name=f"teams-consent:{activity.id}")
-            return web.json_response(None, status=200)
-        if activity.name == "message/submitAction":
-            return web.json_response(None, status=200)
-        return web.json_response({"error": f"invoke {activity.name!r} is not supported"}, status=501)
+    async def _on_file_consent(self, activity: Activity) -> web.Response:
+        if activity.conversation is not None and activity.from_property is not None and await self._first_time(activity):
+            self.tasks.spawn(self._file_consent(activity), name=f"teams-consent:{activity.id}")
+        return web.json_response(None, status=200)
+
+    async def _on_submit_action(self, activity: Activity) -> web.Response:
+        """The feedback buttons of an answer (`message/submitAction`, actionName feedback)."""
+        value = activity.value if isinstance(activity.value, dict) else {}
+        if value.get("actionName") != "feedback":
+            return unsupported_invoke(activity)
+        action = value.get("actionValue") if isinstance(value.get("actionValue"), dict) else {}
+        reaction = {"like": "positive", "dislike": "negative"}.get(str(action.get("reaction")))
+        comment = _feedback_text(action.get("feedback"))
+        user = activity.from_property
+        if reaction is None or user is None or activity.conversation is None:
+            return _error(400, "feedback needs a reaction (like or dislike) and the conversation it is in")
+        # Teams names the answer in replyToId; clients that don't (the Agents Playground) mean the latest one.
+        record = await self.runner.store.get_record(
+            "teams_answers", _answer_key(activity.conversation.id, activity.reply_to_id or LATEST))
+        stored = record is not None and await self.runner.record_feedback(
+            record["task_id"], platform="teams", user=user.aad_object_id or user.id, value=reaction, comment=comment)
+        if not stored:
+            log.info("teams: feedback on an unknown or expired answer was ignored")
+        return web.json_response({}, status=200)  # Teams clients read an empty object as "received"
+
+    # -- welcome ------------------------------------------------------------------------------------------
+
+    def _bot_was_added(self, activity: Activity) -> bool:
+        if activity.type == "installationUpdate":
+            return (activity.action or "add").startswith("add")
+        bot_id = activity.recipient.id if activity.recipient else None
+        return any(m.id == bot_id for m in activity.members_added or ())
+
+    async def _welcome(self, activity: Activity) -> None:
+        if activity.conversation is None or not activity.service_url:
+            return
+        reference = TurnContext.get_conversation_reference(activity)
+        reference.activity_id = None  # a welcome starts its own message, it answers nothing
+        try:
+            await self._sender(reference).send(message_activity(welcome_text(self.runner.company)))
+        except SendFailed as exc:
+            log.error("teams: could not send the welcome message: %s", exc)
 
     async def _file_consent(self, activity: Activity) -> None:
         value = activity.value if isinstance(activity.value, dict) else {}
@@ -375,6 +529,27 @@ class TeamsBot:
             await sender.send(message_activity("", [file_info_card(pending.name, info)]))
         except SendFailed as exc:
             log.error("teams: could not answer a file consent: %s", exc)
+
+
+#: The key of a conversation's most recent answer, for feedback that names no message.
+LATEST = "latest"
+
+
+def _answer_key(conversation_id: str, activity_id: str) -> str:
+    """An answer's key in the store: the conversation (without a channel thread's suffix) and its id."""
+    return f"{conversation_id.partition(';')[0]}|{activity_id}"
+
+
+def _feedback_text(raw: object) -> str | None:
+    """Teams sends the comment as a JSON string `{"feedbackText": "..."}`."""
+    if not isinstance(raw, str) or not raw:
+        return None
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        return raw
+    text = parsed.get("feedbackText") if isinstance(parsed, dict) else None
+    return text if isinstance(text, str) and text.strip() else None
 
 
 def strip_bot_mention(activity: Activity) -> str:
@@ -427,4 +602,10 @@ def mount(app: web.Application, settings: Settings, runner: Any, tasks: Backgrou
         await bot._sender(reference).send(message_activity(interrupted_message(record)))
 
     app[INTERRUPTION_NOTIFIERS]["teams"] = notify_interrupted
+
+    async def close(app: web.Application) -> None:
+        if bot.graph is not None:
+            await bot.graph.close()
+
+    app.on_cleanup.append(close)
     return bot

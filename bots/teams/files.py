@@ -3,8 +3,8 @@
 In: personal chats deliver `application/vnd.microsoft.teams.file.download.info` attachments whose
 `downloadUrl` is pre-authenticated (no token); pasted images arrive as `image/*` with a `contentUrl` on the
 connector that needs the bot's token. Channels and group chats deliver no file to a bot at all (only an
-HTML rendering of the message), so those become an Attachment with `unavailable` set and the runner shows
-the reason. Names and limits are the runner's (agents.workspace), the same as for Slack.
+HTML rendering of the message): with Microsoft Graph configured they are read through Graph (bots/teams/
+graph.py), otherwise they become an Attachment with `unavailable` set and the runner shows the reason. Names and limits are the runner's (agents.workspace), the same as for Slack.
 
 Out (personal chat): a FileConsentCard per file; the file is copied out of the task workspace (which the
 runner deletes) into the data folder and waits there, keyed by an unguessable token carried in the card's
@@ -47,6 +47,8 @@ CHANNEL_FILES_UNAVAILABLE = (
 _TOKEN_HOST_SUFFIXES = (".botframework.com", ".asm.skype.com", ".trafficmanager.net")
 
 TokenProvider = Callable[[], Awaitable[str | None]]
+#: The files of a channel or group chat message, read through Microsoft Graph (None: Graph not configured).
+SharedFiles = Callable[[], Awaitable[tuple[Attachment, ...]]]
 
 
 def _host(url: str | None) -> str:
@@ -64,10 +66,12 @@ def _may_send_token(url: str, service_url: str | None) -> bool:
     return host == _host(service_url) or host.endswith(_TOKEN_HOST_SUFFIXES)
 
 
-async def inbound_attachments(activity: Activity, *, personal: bool, token: TokenProvider) -> tuple[Attachment, ...]:
+async def inbound_attachments(activity: Activity, *, personal: bool, token: TokenProvider,
+                              shared: SharedFiles | None = None) -> tuple[Attachment, ...]:
     """The files of a message as Attachments the runner can fetch (or explain why it can't)."""
     found: list[Attachment] = []
     images = 0
+    shared_done = False
     for att in activity.attachments or ():
         ctype = (att.content_type or "").lower()
         if ctype == FILE_DOWNLOAD_INFO:
@@ -89,8 +93,12 @@ async def inbound_attachments(activity: Activity, *, personal: bool, token: Toke
                     headers["Authorization"] = f"Bearer {bearer}"
             found.append(Attachment(name=name, url=att.content_url, headers=headers, mimetype=ctype))
         elif ctype == "reference" or (ctype == "text/html" and _mentions_file(att.content)):
-            found.append(Attachment(name=sanitize_filename(att.name or "shared-file"),
-                                    unavailable=CHANNEL_FILES_UNAVAILABLE))
+            if shared is None:
+                found.append(Attachment(name=sanitize_filename(att.name or "shared-file"),
+                                        unavailable=CHANNEL_FILES_UNAVAILABLE))
+            elif not shared_done:
+                shared_done = True
+                found.extend(await shared())
     return tuple(found)
 
 

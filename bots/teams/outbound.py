@@ -106,10 +106,13 @@ class ConversationSender:
         self._retry = retry or RetryPolicy()
 
     async def send(self, activity: Activity) -> str | None:
-        """Post an activity into the conversation; returns its id (the streamId for a stream start)."""
+        """Post an activity as a reply to the person's message; returns its id (the streamId for a stream start)."""
         result: list[str | None] = []
 
         async def logic(ctx: TurnContext) -> None:
+            # continue_conversation makes up a random activity id, which botbuilder would reply to; every
+            # reply is tied to the person's message instead (replyToId and the reply URL).
+            ctx.activity.id = self.reference.activity_id
             response = await ctx.send_activity(activity)
             result.append(response.id if response else None)
 

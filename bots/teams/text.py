@@ -74,3 +74,12 @@ def human_size(size: int) -> str:
             return f"{size} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{size} bytes"
+
+
+def welcome_text(company) -> str:
+    """The short hello when the bot is added: who is here and what to type."""
+    lines = [f"Hi! I'm the {escape(company.name)} assistant. Start a message with a department to ask it directly:"]
+    for name, department in company.departments.items():
+        example = f"{name}: tell me about {department.keywords[0]}" if department.keywords else f"{name}: what can you do?"
+        lines.append(f"- **{department_label(name)}**: {escape(department.description)}. Try “{escape(example)}”")
+    return "\n".join(lines) + "\n\nIn a channel, @mention me. I show each step while I work; Stop stops me."

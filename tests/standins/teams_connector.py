@@ -1,79 +1,41 @@
-"""A local stand-in for the Bot Framework connector (what an activity's serviceUrl points at), over HTTP.
+"""The Teams connector fake (bots/emulator/teams_connector.py, the one the emulator uses) served for tests.
 
-It speaks the connector's REST shapes the bot uses: POST/PUT/DELETE under /v3/conversations/{id}/activities
-(answering 201 {"id": ...}), the Teams streaming protocol (a typing activity with a `streaminfo` entity
-starts a stream and gets its streamId; later informative updates and the final message must carry it;
-streaming only in 1:1 chats, whose ids start with "a:", like Teams), plus the OneDrive-style upload session
-a FileConsentCard accept points at, and pre-authenticated download URLs like a file.download.info's.
-Faults (429/502/...) can be injected for the next N calls.
+The connector at `service_url` enforces Teams' rules (streaming pacing and sequence, 1:1 only, informative
+size, ids on create); this wrapper adds what tests need around it: the OneDrive-style upload session a
+FileConsentCard accept points at, pre-authenticated download URLs like a file.download.info's, and
+helpers to read what the bot sent.
 """
 from __future__ import annotations
 
 import contextlib
 import itertools
 import json
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from aiohttp import web
 
+from bots.emulator.teams_connector import Call, TeamsConnector as Connector
 from tests.support import eventually, serve
 
 PREFIX = "/amer"  # Teams service URLs carry a region path (https://smba.trafficmanager.net/amer/)
 
-
-@dataclass
-class Call:
-    method: str
-    conversation_id: str
-    activity_id: str | None
-    body: dict | None
-    headers: dict[str, str]
-    status: int = 0
-
-    @property
-    def activity_type(self) -> str | None:
-        return (self.body or {}).get("type")
-
-    @property
-    def text(self) -> str:
-        return (self.body or {}).get("text") or ""
-
-    def streaminfo(self) -> dict | None:
-        for entity in (self.body or {}).get("entities") or ():
-            if entity.get("type") == "streaminfo":
-                return entity
-        return None
-
-
-@dataclass
-class Fault:
-    status: int
-    count: int
-    methods: frozenset[str]
-    body: dict = field(default_factory=dict)
+__all__ = ["Call", "TeamsConnector"]
 
 
 class TeamsConnector:
     def __init__(self) -> None:
-        self.calls: list[Call] = []
+        self.connector = Connector()
         self.uploads: dict[str, bytearray] = {}
         self.upload_ranges: dict[str, list[str]] = {}
         self.downloads: list[tuple[str, dict[str, str]]] = []
         self._files: dict[str, tuple[bytes, str]] = {}
-        self._faults: list[Fault] = []
-        self._ids = itertools.count(1)
-        self._streams: dict[str, dict[str, Any]] = {}
-        #: Answer every stream start with 403 ContentStreamNotAllowed (an older client, a policy).
-        self.refuse_streaming = False
         self._stack = contextlib.AsyncExitStack()
         self.base_url = ""
 
     # -- lifecycle --------------------------------------------------------------------------------------
     async def __aenter__(self) -> "TeamsConnector":
         app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_route("*", PREFIX + "/v3/conversations/{cid}/activities", self._activities)
-        app.router.add_route("*", PREFIX + "/v3/conversations/{cid}/activities/{aid}", self._activities)
+        self.connector.mount(app, PREFIX)
         app.router.add_put("/upload/{name}", self._upload)
         app.router.add_get("/download/{name}", self._download)
         self.base_url = await self._stack.enter_async_context(serve(app))
@@ -86,10 +48,25 @@ class TeamsConnector:
     def service_url(self) -> str:
         return f"{self.base_url}{PREFIX}/"
 
+    @property
+    def calls(self) -> list[Call]:
+        return self.connector.calls
+
+    @property
+    def refuse_streaming(self) -> bool:
+        return self.connector.refuse_streaming
+
+    @refuse_streaming.setter
+    def refuse_streaming(self, value: bool) -> None:
+        self.connector.refuse_streaming = value
+
     # -- test controls ----------------------------------------------------------------------------------
     def fail_next(self, status: int, count: int = 1, methods: tuple[str, ...] = ("POST", "PUT"),
                   code: str = "Throttled") -> None:
-        self._faults.append(Fault(status, count, frozenset(methods), {"error": {"code": code, "message": code}}))
+        self.connector.fail_next(status, count, methods, code)
+
+    def press_stop(self, stream_id: str) -> None:
+        self.connector.press_stop(stream_id)
 
     def serve_file(self, name: str, data: bytes, content_type: str = "application/octet-stream") -> str:
         """A pre-authenticated download URL, like file.download.info's downloadUrl."""
@@ -105,6 +82,9 @@ class TeamsConnector:
                 and (conversation_id is None or c.conversation_id == conversation_id)
                 and (method is None or c.method == method)]
 
+    def refused(self) -> list[Call]:
+        return [c for c in self.calls if c.status >= 400]
+
     def messages(self, conversation_id: str | None = None) -> list[Call]:
         return [c for c in self.sent(conversation_id, "POST") if c.activity_type == "message"]
 
@@ -115,65 +95,12 @@ class TeamsConnector:
         def show(c: Call) -> str:
             body = c.body or {}
             kinds = [a.get("contentType") for a in body.get("attachments") or ()]
-            return (f"  {c.method} {c.conversation_id} {c.activity_id} -> {c.status} {c.activity_type} "
-                    f"{json.dumps(c.text[:300])} {c.streaminfo() or ''} {kinds or ''}")
+            return (f"  {c.at:.2f} {c.method} {c.conversation_id} {c.activity_id} -> {c.status} {c.activity_type} "
+                    f"{json.dumps(c.text[:300])} {c.streaminfo() or ''} {kinds or ''} {c.answer if c.status >= 400 else ''}")
 
         return "\n".join(show(c) for c in self.calls)
 
-    # -- handlers ---------------------------------------------------------------------------------------
-    async def _activities(self, request: web.Request) -> web.Response:
-        cid = request.match_info["cid"]
-        aid = request.match_info.get("aid")
-        body = await request.json() if request.can_read_body else None
-        call = Call(request.method, cid, aid, body, dict(request.headers))
-        self.calls.append(call)
-        status, payload = self._answer(call)
-        call.status = status
-        return web.json_response(payload, status=status)
-
-    def _answer(self, call: Call) -> tuple[int, dict]:
-        for fault in self._faults:
-            if call.method in fault.methods and fault.count > 0:
-                fault.count -= 1
-                return fault.status, fault.body
-        if call.method == "DELETE":
-            return 200, {}
-        if call.method == "PUT":
-            return 200, {"id": call.activity_id}
-        if call.method != "POST" or not isinstance(call.body, dict) or not call.body.get("type"):
-            return 400, {"error": {"code": "BadArgument", "message": "expected an activity"}}
-        info = call.streaminfo()
-        if info is not None:
-            return self._stream(call, info)
-        return 201, {"id": f"act-{next(self._ids)}"}
-
-    def _stream(self, call: Call, info: dict) -> tuple[int, dict]:
-        if self.refuse_streaming or not call.conversation_id.startswith("a:"):
-            return 403, {"error": {"code": "ContentStreamNotAllowed", "message": "streaming is 1:1 only"}}
-        stream_id = info.get("streamId")
-        if call.activity_type == "typing":
-            if info.get("streamType") not in ("informative", "streaming"):
-                return 400, {"error": {"code": "BadSyntax", "message": "Only start streaming and continue "
-                                       "streaming types are allowed as a typing activity"}}
-            if stream_id is None:
-                if info.get("streamSequence") != 1:
-                    return 400, {"error": {"code": "BadSyntax", "message": "a stream starts at sequence 1"}}
-                stream_id = f"stream-{next(self._ids)}"
-                self._streams[stream_id] = {"seq": 1, "done": False}
-                return 201, {"id": stream_id}
-            stream = self._streams.get(stream_id)
-            if stream is None or stream["done"] or info.get("streamSequence", 0) <= stream["seq"]:
-                return 403, {"error": {"code": "ContentStreamNotAllowed", "message": "bad stream state"}}
-            stream["seq"] = info["streamSequence"]
-            return 202, {"id": stream_id}
-        if call.activity_type == "message" and info.get("streamType") == "final":
-            stream = self._streams.get(stream_id or "")
-            if stream is None or stream["done"] or "streamSequence" in info:
-                return 403, {"error": {"code": "ContentStreamNotAllowed", "message": "no such stream"}}
-            stream["done"] = True
-            return 201, {"id": stream_id}
-        return 400, {"error": {"code": "BadSyntax", "message": "unexpected streaminfo"}}
-
+    # -- files ------------------------------------------------------------------------------------------
     async def _upload(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         if "Authorization" in request.headers:
@@ -210,6 +137,7 @@ BOT_ID = "28:1b2c3d4e-5f60-4a7b-8c9d-0e1f2a3b4c5d"
 BOT_NAME = "HR Bot"
 ALICE = {"id": "29:1aliceXYZ", "name": "Alice Jones", "aadObjectId": "6a1e0b55-0000-4000-8000-00000000a11c"}
 TEAM_ID = "19:teamgeneral@thread.tacv2"
+TEAM_GROUP = "5e1d0c8a-3b2f-4e6d-9a7c-00000000te4m"
 CHANNEL_ID = "19:c0ffee42@thread.tacv2"
 _activity_ids = itertools.count(1700000000001)
 
@@ -254,7 +182,7 @@ def channel_mention(service_url: str, text: str, root_id: str = "1700000000000",
         conversation={"isGroup": True, "conversationType": "channel", "id": f"{CHANNEL_ID};messageid={root_id}"},
         channel_data={"teamsChannelId": CHANNEL_ID, "teamsTeamId": TEAM_ID,
                       "channel": {"id": CHANNEL_ID, "name": "People questions"},
-                      "team": {"id": TEAM_ID, "name": "Contoso"}},
+                      "team": {"id": TEAM_ID, "name": "Contoso", "aadGroupId": TEAM_GROUP}},
         entities=[mention_entity(), *kw.pop("entities", [])], **kw)
 
 
