@@ -62,6 +62,8 @@ class AgentRunner:
         self.settings = settings
         self.company = company
         self.sandboxes = sandboxes
+        #: Event queues of the runs in this process: a stop pressed here needs no store round trip.
+        self._local: dict[str, asyncio.Queue] = {}
         self.store = store
         self.model_factory = model_factory
         self.redact = redact
@@ -108,6 +110,7 @@ class AgentRunner:
 
         worker = asyncio.ensure_future(asyncio.to_thread(run))
         watcher = asyncio.ensure_future(watch_stop())
+        self._local[task_id] = events
         outcome = AgentOutcome()
         seen_steps: set[int] = set()
         deadline = started + self.settings.task_timeout_s
@@ -175,6 +178,7 @@ class AgentRunner:
             raise
         finally:
             watcher.cancel()
+            self._local.pop(task_id, None)
             try:  # the worker ends at the next step boundary once interrupted or its sandbox is gone
                 await asyncio.wait_for(asyncio.shield(worker), timeout=1 if interrupted else 10)
             except (asyncio.TimeoutError, Exception):
@@ -185,6 +189,14 @@ class AgentRunner:
             metrics.TOKENS.labels(dept.name, "output").inc(outcome.output_tokens)
         outcome.sources = scope.sources.all()
         return outcome
+
+    def stop_here(self, task_id: str, by_user: str) -> bool:
+        """Stop a run of this process at once (the store's stop signal reaches runs elsewhere)."""
+        events = self._local.get(task_id)
+        if events is None:
+            return False
+        events.put_nowait(("stop", by_user))
+        return True
 
     def _build_agent(self, dept: Department, sandbox: Sandbox, request: ChatRequest, memory: list,
                      scope: TaskScope) -> MultiStepAgent:

@@ -200,6 +200,8 @@ class TaskRunner:
         if by_user != run["requester"] and by_user not in self.settings.admins:
             return False, "Only the person who asked (or an admin of this bot) can stop this run."
         await self.store.signal_stop(run["task_id"], by_user)
+        if self.worker is not None:
+            self.worker.agents.stop_here(run["task_id"], by_user)
         return True, "Stopping…"
 
     async def record_feedback(self, task_id: str, *, platform: str, user: str, value: str,
