@@ -204,9 +204,9 @@ async def test_feedback_on_an_answer_is_stored_traced_and_counted(tmp_path, mode
                                              "feedback": json.dumps({"feedbackText": "Fridays off in August"})}})
                 status, payload, _ = await bot.post(press)
                 forged = await bot.post(dict(press, id="x1", replyToId="act-999"))
-                [record] = bot.runner.store.list_records("teams_answers", "").values()
-                votes = await bot.runner.feedback_for(record["task_id"])
-                trace_id = bot.runner.store.get_record("answers", record["task_id"])["trace_id"]
+                [task_id] = {r["task_id"] for r in bot.runner.store.list_records("teams_answers", "").values()}
+                votes = await bot.runner.feedback_for(task_id)
+                trace_id = bot.runner.store.get_record("answers", task_id)["trace_id"]
                 async with bot.http.get(f"{bot.url}/metrics") as resp:
                     metrics = await resp.text()
             assert flush_tracing(10)
