@@ -206,9 +206,8 @@ async def test_feedback_on_an_answer_is_stored_traced_and_counted(tmp_path, mode
                 status, payload, _ = await bot.post(press)
                 forged = await bot.post(dict(press, id="x1", replyToId="act-999"))
                 [task_id] = {r["task_id"] for r in (await bot.runner.store.list_records("teams_answers", "")).values()}
-                record = {"task_id": task_id}
-                votes = await bot.runner.feedback_for(record["task_id"])
-                trace_id = (await bot.runner.store.get_record("answers", record["task_id"]))["trace_id"]
+                votes = await bot.runner.feedback_for(task_id)
+                trace_id = (await bot.runner.store.get_record("answers", task_id))["trace_id"]
                 async with bot.http.get(f"{bot.url}/metrics") as resp:
                     metrics = await resp.text()
             assert flush_tracing(10)
