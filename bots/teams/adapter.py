@@ -431,7 +431,9 @@ class TeamsBot:
             return ()
 
     async def with_credentials(self, request: ChatRequest) -> ChatRequest:
-        return await with_credentials(request, self._bot_token)
+        graph = self.graph
+        return await with_credentials(request, self._bot_token, graph.api if graph else None,
+                                      graph.token if graph else None)
 
     def _sender(self, reference: ConversationReference) -> ConversationSender:
         return ConversationSender(reference, self._continue, self.limiters.for_thread(reference.conversation.id))
