@@ -23,8 +23,9 @@ from typing import Any, Callable, Iterator
 
 from smolagents import Tool, tool as make_tool
 
+from agents.approvals import ToolPolicy, parse_policies
 from agents.chat import Caller, ChatRequest
-from agents.tools import bind_caller
+from agents.tools import bind_caller, bind_output_dir
 
 #: The example company shipped with agentdesk (Northwind Labs); tools default to its data.
 BUNDLED_COMPANY_DIR = Path(__file__).parent / "company"
@@ -81,7 +82,7 @@ def resolve_data_dir(default_subdir: str, env_var: str) -> Path:
     return current_data_dir() or BUNDLED_COMPANY_DIR / default_subdir
 
 
-def _bound(tool: Tool, data_dir: Path | None, caller: Caller | None) -> Tool:
+def _bound(tool: Tool, data_dir: Path | None, caller: Caller | None, output_dir: Path | None = None) -> Tool:
     """A copy of `tool` whose forward() runs with the department's data folder (and the caller) bound.
 
     Binding inside forward() holds whichever thread the executor calls the tool from (smolagents' local
@@ -93,7 +94,8 @@ def _bound(tool: Tool, data_dir: Path | None, caller: Caller | None) -> Tool:
     original = tool.forward
 
     def forward(*args: Any, **kwargs: Any) -> Any:
-        with bind_data_dir(data_dir), (bind_caller(caller) if caller is not None else nullcontext()):
+        with bind_data_dir(data_dir), (bind_caller(caller) if caller is not None else nullcontext()), \
+                (bind_output_dir(output_dir) if output_dir is not None else nullcontext()):
             return original(*args, **kwargs)
 
     bound.forward = forward  # type: ignore[method-assign]
@@ -175,18 +177,21 @@ class Department:
     file_types: tuple[str, ...] = DEFAULT_FILE_TYPES
     access: AccessPolicy = field(default_factory=AccessPolicy)
     data_dir: Path | None = None
+    #: Tools (by import path) that need a person's approval before they run.
+    tool_policy: dict[str, ToolPolicy] = field(default_factory=dict)
 
-    def load_tools(self, caller: Caller | None = None) -> list[Tool]:
+    def load_tools(self, caller: Caller | None = None, output_dir: Path | None = None) -> list[Tool]:
         """Import every tool named in the file, as smolagents Tools ready to hand to a CodeAgent.
 
         An attribute may be a Tool instance (e.g. made with @tool), a Tool subclass (instantiated here) or
         a plain function with type hints and a docstring with an Args section (wrapped with smolagents.tool).
         Each returned tool runs with this department's `data_dir` bound and, when `caller` is given, with
-        that caller bound (agents.tools.current_caller()), whatever thread calls it.
+        that caller bound (agents.tools.current_caller()), whatever thread calls it; `output_dir` is where a
+        tool writes files for the person (agents.tools.current_output_dir()). Same order as `tools`.
         """
         loaded = [_load_tool(self.name, path) for path in self.tools]
-        if self.data_dir is not None or caller is not None:
-            loaded = [_bound(t, self.data_dir, caller) for t in loaded]
+        if self.data_dir is not None or caller is not None or output_dir is not None:
+            loaded = [_bound(t, self.data_dir, caller, output_dir) for t in loaded]
         return loaded
 
     def accepts_file(self, filename: str) -> bool:
@@ -241,7 +246,7 @@ _TOP_KEYS = {"company", "departments"}
 _COMPANY_KEYS = {"name"}
 _DEPARTMENT_KEYS = {
     "description", "tools", "authorized_imports", "max_steps", "step_timeout_s", "slack_channels",
-    "keywords", "instructions", "file_types", "access", "data_dir",
+    "keywords", "instructions", "file_types", "access", "data_dir", "tool_policy",
 }
 _ACCESS_LISTS = (
     "slack_channels", "slack_users", "slack_usergroups", "teams_tenants", "teams_teams", "teams_channels",
@@ -382,7 +387,8 @@ def _department(name: str, raw: Any, file: Path) -> tuple[Department | None, lis
             if not data_dir.is_dir():
                 check.fail("data_dir", f"is {_show(raw_dir)}, but {data_dir} is not a folder")
     access, access_errors = _access(prefix, raw.get("access"))
-    errors += check.errors + access_errors
+    policies, policy_errors = parse_policies(prefix, name, raw.get("tool_policy"), tools)
+    errors += check.errors + access_errors + policy_errors
     if errors:
         return None, errors
     department = Department(
@@ -398,6 +404,7 @@ def _department(name: str, raw: Any, file: Path) -> tuple[Department | None, lis
         file_types=file_types,
         access=access,
         data_dir=data_dir,
+        tool_policy=policies,
     )
     try:
         loaded = department.load_tools()

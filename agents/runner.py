@@ -28,7 +28,7 @@ from smolagents.memory import ActionStep, FinalAnswerStep
 from smolagents.monitoring import LogLevel
 from smolagents.utils import AgentError, AgentGenerationError
 
-from agents import metrics
+from agents import approvals, metrics
 from agents.audit import close_audit, configure_audit
 from agents.chat import ChatRequest, FinalAnswer, OutputFile, StepUpdate, ThreadReplier
 from agents.departments import Company, Department, load_company
@@ -82,6 +82,7 @@ class TaskRunner:
         self._recent: dict[str, collections.deque] = collections.defaultdict(collections.deque)
         self._waiting = 0
         self._running: dict[str, _RunControl] = {}
+        self._approval_waiters: dict[str, threading.Event] = {}
         self.interrupted: list = []
 
     # lifecycle -------------------------------------------------------------------------------------
@@ -91,6 +92,7 @@ class TaskRunner:
         self.interrupted = self.store.interrupted_tasks()
         for record in self.interrupted:
             self.store.task_finished(record.task_id, "interrupted")
+        await asyncio.to_thread(approvals.expire_interrupted, self.store, {r.task_id for r in self.interrupted})
         try:
             await asyncio.to_thread(self.sandboxes.start)
         except Exception as exc:  # the bot still starts; /readyz says what is wrong
@@ -175,6 +177,20 @@ class TaskRunner:
         audit.info(json.dumps({"event": "feedback", "task_id": task_id, "platform": platform, "value": value,
                                "user": _user_hash(platform, user), "department": answer.get("department")}))
         return True
+
+    async def decide_approval(self, approval_id: str, platform: str, user: str, user_groups: tuple[str, ...],
+                              decision: str, user_name: str | None = None) -> tuple[bool, str]:
+        """One person's Approve/Deny on a gated tool call, from a verified platform interaction.
+
+        Only the requester (or a listed approver) decides, once; (accepted, a message for the clicker).
+        """
+        return await approvals.decide(self.store, self._approval_waiters, approval_id, platform=platform,
+                                      user=user, user_groups=tuple(user_groups), decision=decision,
+                                      user_name=user_name)
+
+    async def approval_view(self, approval_id: str):
+        """(prompt, decision or None) of an approval, for redrawing its message; None when unknown."""
+        return await approvals.view(self.store, approval_id)
 
     async def feedback_for(self, task_id: str) -> dict[str, dict]:
         """Every person's latest feedback on one answer, by user id."""
@@ -356,6 +372,7 @@ class TaskRunner:
         if sandbox is not None:
             sandbox.cleanup()
         shutil.rmtree(self.settings.data_dir / "outputs" / task_id, ignore_errors=True)
+        shutil.rmtree(self.settings.data_dir / "tool-outputs" / task_id, ignore_errors=True)
 
     async def _run_agent(
         self, request: ChatRequest, route: Route, replier: ThreadReplier, sandbox: Sandbox,
@@ -364,7 +381,10 @@ class TaskRunner:
         dept = route.department
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
-        agent = await asyncio.to_thread(self._build_agent, dept, sandbox, request)
+        gate = approvals.ApprovalGate(store=self.store, request=request, department=dept.name, task_id=task_id,
+                                      replier=replier, loop=loop, waiters=self._approval_waiters, redact=self.redact)
+        tool_dir = self.settings.data_dir / "tool-outputs" / task_id
+        agent = await asyncio.to_thread(self._build_agent, dept, sandbox, request, gate, tool_dir)
         agent.state["INPUT_FILES"] = [f"{sandbox.input_dir}/{p.name}" for p in inputs]
         agent.state["OUTPUT_DIR"] = sandbox.output_dir
         task = self._task_text(request, route, [p.name for p in inputs])
@@ -396,6 +416,7 @@ class TaskRunner:
                 if kind == "done":
                     break
                 if kind == "stop":
+                    gate.cancel()  # before the sandbox goes: a call waiting for approval holds it
                     agent.interrupt()
                     await asyncio.to_thread(sandbox.cleanup)
                     metrics.STOPPED.labels(dept.name).inc()
@@ -424,6 +445,7 @@ class TaskRunner:
                     final_output = item.output
                     finished = True
         except asyncio.TimeoutError:
+            gate.cancel()
             agent.interrupt()
             await asyncio.to_thread(sandbox.cleanup)
             log.warning("task %s in %s exceeded %.0f s", task_id, dept.name, self.settings.task_timeout_s)
@@ -432,6 +454,7 @@ class TaskRunner:
                 "request or split it into steps."
             ))
         finally:
+            gate.cancel()  # a call still waiting for a person gives up: the run is over
             if self._running.get(request.thread_key) is control:
                 del self._running[request.thread_key]
             try:  # the worker ends at the next step boundary once interrupted or its sandbox is gone
@@ -450,8 +473,12 @@ class TaskRunner:
             collect_outputs, sandbox.host_output_dir, self.settings.data_dir / "outputs" / task_id,
             self.settings.max_files, int(self.settings.max_file_mb * 1024 * 1024),
         )
-        files = _redacted_names(files, self.redact)
-        notices = [*output_notices, *notices]
+        tool_files, tool_notices = await asyncio.to_thread(
+            collect_outputs, tool_dir, self.settings.data_dir / "outputs" / task_id / "tools",
+            max(self.settings.max_files - len(files), 0), int(self.settings.max_file_mb * 1024 * 1024),
+        )
+        files = _redacted_names([*files, *tool_files], self.redact)
+        notices = [*output_notices, *notices, *tool_notices]
         if sandbox.warning:
             notices.insert(0, sandbox.warning)
         if not finished:
@@ -472,10 +499,15 @@ class TaskRunner:
             input_tokens=totals["in"], output_tokens=totals["out"], task_id=task_id,
         )
 
-    def _build_agent(self, dept: Department, sandbox: Sandbox, request: ChatRequest) -> CodeAgent:
-        """A new agent per task (never shared across threads or people), with the thread's memory."""
+    def _build_agent(self, dept: Department, sandbox: Sandbox, request: ChatRequest,
+                     gate: approvals.ApprovalGate, tool_dir: Path) -> CodeAgent:
+        """A new agent per task (never shared across threads or people), with the thread's memory.
+
+        Tools named in the department's tool_policy wait for a person's approval (the gate) before they run.
+        """
+        tools = gate.wrap(dept.tools, dept.load_tools(request.caller, tool_dir), dept.tool_policy)
         agent = CodeAgent(
-            tools=dept.load_tools(request.caller),
+            tools=tools,
             model=self.model_factory(),
             executor=sandbox,
             additional_authorized_imports=list(dept.authorized_imports),

@@ -59,9 +59,9 @@ def test_bundled_tools_load_as_smolagents_tools():
     company = load_company(BUNDLED_CONFIG)
     names = {name: sorted(t.name for t in d.load_tools()) for name, d in company.departments.items()}
     assert names == {
-        "hr": ["benefits_summary", "leave_balance", "search_policies"],
+        "hr": ["benefits_summary", "book_leave", "leave_balance", "search_policies"],
         "marketing": ["campaign_data", "campaign_summary"],
-        "sales": ["compare_products", "find_products", "price_quote"],
+        "sales": ["compare_products", "create_quote", "find_products", "price_quote"],
     }
     assert all(isinstance(t, Tool) for d in company.departments.values() for t in d.load_tools())
 

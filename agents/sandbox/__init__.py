@@ -1,8 +1,21 @@
 """Code sandboxes: Docker (default, hardened containers) or local (development only)."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 from agents.sandbox.base import Sandbox, SandboxProvider, SandboxUnavailable
 from agents.settings import Settings
+
+
+@contextmanager
+def pause_step_clock() -> Iterator[None]:
+    """A host-side tool's wait (a person approving) that must not count toward the step timeout.
+
+    Stand-in: the Docker bridge already leaves tool time out of the step deadline; the step clock of the
+    other executors is paused here once they expose one.
+    """
+    yield
 
 
 def make_provider(settings: Settings) -> SandboxProvider:
@@ -16,4 +29,4 @@ def make_provider(settings: Settings) -> SandboxProvider:
     return DockerSandboxProvider(settings)
 
 
-__all__ = ["Sandbox", "SandboxProvider", "SandboxUnavailable", "make_provider"]
+__all__ = ["Sandbox", "SandboxProvider", "SandboxUnavailable", "make_provider", "pause_step_clock"]

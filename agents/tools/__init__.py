@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextvars
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
 from agents.chat import Caller
@@ -33,3 +34,20 @@ def bind_caller(caller: Caller) -> Iterator[None]:
         yield
     finally:
         _caller.reset(token)
+
+
+_output_dir: contextvars.ContextVar[Path | None] = contextvars.ContextVar("agentdesk_output_dir", default=None)
+
+
+def current_output_dir() -> Path | None:
+    """The host folder for files a tool makes for the person (sent to the thread with the answer), or None."""
+    return _output_dir.get()
+
+
+@contextmanager
+def bind_output_dir(path: Path) -> Iterator[None]:
+    token = _output_dir.set(path)
+    try:
+        yield
+    finally:
+        _output_dir.reset(token)
