@@ -32,6 +32,7 @@ from agents.settings import Settings
 from agents.telemetry import request_span
 from bots.recovery import INTERRUPTION_NOTIFIERS, interrupted_message
 from bots.dedupe import DedupeStore
+from bots.slack import approvals
 from bots.slack.files import attachments_from_event
 from bots.slack.replier import ChannelPacer, SlackReplier, _error_name, call_with_retry
 from bots.tasks import BackgroundTasks
@@ -102,6 +103,7 @@ class SlackBot:
         self.app.event("message")(self._on_message)
         self.app.event("assistant_thread_started")(self._on_assistant_thread_started)
         self.app.event("assistant_thread_context_changed")(self._ignore)
+        self.app.action(re.compile(approvals.ACTION_PATTERN))(approvals.listener(runner, tasks))
         self.app.action(re.compile(".*"))(self._ack_only)
 
     # HTTP ------------------------------------------------------------------------------------------

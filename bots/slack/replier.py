@@ -19,7 +19,8 @@ from slack_sdk.models.messages.chunk import TaskUpdateChunk
 from slack_sdk.web.async_client import AsyncWebClient
 
 from agents.telemetry import reply_span
-from agents.chat import FinalAnswer, StepUpdate, ThreadReplier
+from agents.chat import ApprovalDecision, ApprovalPrompt, FinalAnswer, StepUpdate, ThreadReplier
+from bots.slack import approvals
 from bots.slack.mrkdwn import MESSAGE_LIMIT, escape, neutralize, split_text, to_mrkdwn
 
 log = logging.getLogger("agentdesk.slack.replier")
@@ -208,6 +209,12 @@ class SlackReplier(ThreadReplier):
         await self._finish_progress()
         for piece in split_text(f":warning: {neutralize(message)}"):
             await self._post(piece, self.final_deadline_s)
+
+    async def approval(self, prompt: ApprovalPrompt) -> dict | None:
+        return await approvals.post_prompt(self, prompt)
+
+    async def approval_decided(self, prompt: ApprovalPrompt, decision: ApprovalDecision, handle: dict) -> None:
+        await approvals.show_decision(self.client, prompt, decision, handle)
 
     # internals -------------------------------------------------------------------------------------
 

@@ -45,6 +45,7 @@ class Message:
     thread_ts: str | None
     updates: list[str] = field(default_factory=list)
     files: list[dict] = field(default_factory=list)
+    blocks: list = field(default_factory=list)
 
 
 @dataclass
@@ -67,6 +68,8 @@ class SlackAPI:
         self.channels: dict[str, dict] = {}
         self.stream_refusal: str | None = None  # e.g. "not_allowed" makes chat.startStream fail
         self.status_refusal: str | None = None  # e.g. "invalid_thread_ts" for setStatus in channels
+        self.ephemerals: list[dict] = []  # chat.postEphemeral calls: only `user` would see them
+        self.usergroups: dict[str, list[str]] = {}  # usergroups.users.list: group id -> member ids
         self._faults: dict[str, list[_Fault]] = {}
         self._ts = itertools.count(1)
         self._ids = itertools.count(1)
@@ -165,7 +168,8 @@ class SlackAPI:
             return {"ok": False, "error": "channel_not_found"}
         if len(p.get("text") or "") > 40000:
             return {"ok": False, "error": "msg_too_long"}
-        msg = Message(p["channel"], self._next_ts(), p.get("text") or "", p.get("thread_ts"))
+        msg = Message(p["channel"], self._next_ts(), p.get("text") or "", p.get("thread_ts"),
+                      blocks=_blocks(p.get("blocks")))
         self.messages.append(msg)
         return {"ok": True, "channel": msg.channel, "ts": msg.ts,
                 "message": {"type": "message", "text": msg.text, "user": BOT_USER_ID, "bot_id": BOT_ID, "ts": msg.ts}}
@@ -177,8 +181,20 @@ class SlackAPI:
             if msg.channel == p.get("channel") and msg.ts == p.get("ts"):
                 msg.updates.append(msg.text)
                 msg.text = p.get("text") or ""
+                if "blocks" in p:
+                    msg.blocks = _blocks(p.get("blocks"))
                 return {"ok": True, "channel": msg.channel, "ts": msg.ts, "text": msg.text}
         return {"ok": False, "error": "message_not_found"}
+
+    def _m_chat_postEphemeral(self, p: dict) -> dict:
+        if not p.get("channel") or not p.get("user"):
+            return {"ok": False, "error": "invalid_arguments"}
+        self.ephemerals.append(dict(p))
+        return {"ok": True, "message_ts": self._next_ts()}
+
+    def _m_usergroups_users_list(self, p: dict) -> dict:
+        members = self.usergroups.get(p.get("usergroup", ""))
+        return {"ok": True, "users": members} if members is not None else {"ok": False, "error": "no_such_subteam"}
 
     def _m_chat_startStream(self, p: dict) -> dict:
         if self.stream_refusal:
@@ -258,6 +274,49 @@ class SlackAPI:
             return web.Response(body=LOGIN_PAGE, content_type="text/html")
         data, content_type = self.file_bodies[file_id]
         return web.Response(body=data, headers={"Content-Type": content_type})
+
+
+def _blocks(raw: Any) -> list:
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            return []
+    return list(raw or [])
+
+
+def buttons(message: Message) -> dict[str, dict]:
+    """The buttons of a Block Kit message by action_id (what a person could press)."""
+    return {e["action_id"]: e for b in message.blocks if b.get("type") == "actions" for e in b.get("elements", [])}
+
+
+def block_text(message: Message) -> str:
+    """The visible text of a message's blocks."""
+    parts = []
+    for block in message.blocks:
+        if isinstance(block.get("text"), dict):
+            parts.append(block["text"].get("text", ""))
+        parts += [e.get("text", "") for e in block.get("elements", []) if block.get("type") == "context"]
+    return "\n".join(parts)
+
+
+def block_actions(message: Message, action_id: str, *, user: str = "U0ALICE", name: str = "alice",
+                  team_id: str = TEAM_ID) -> dict:
+    """The interactivity payload Slack posts when `user` presses the button `action_id` on `message`."""
+    button = buttons(message)[action_id]
+    return {
+        "type": "block_actions", "user": {"id": user, "username": name, "name": name, "team_id": team_id},
+        "api_app_id": "A0AGENTS", "token": "legacy-verification-token",
+        "container": {"type": "message", "message_ts": message.ts, "channel_id": message.channel,
+                      "is_ephemeral": False, "thread_ts": message.thread_ts},
+        "trigger_id": f"{int(time.time())}.1.abc", "team": {"id": team_id, "domain": "acme"},
+        "channel": {"id": message.channel, "name": "general"},
+        "message": {"type": "message", "ts": message.ts, "thread_ts": message.thread_ts, "text": message.text,
+                    "bot_id": BOT_ID, "blocks": message.blocks},
+        "response_url": "https://hooks.slack.invalid/actions/T0/1/xyz",
+        "actions": [{"type": "button", "action_id": action_id, "block_id": "b", "value": button.get("value"),
+                     "text": button.get("text"), "action_ts": f"{time.time():.6f}"}],
+    }
 
 
 # Events API --------------------------------------------------------------------------------------------
@@ -346,6 +405,16 @@ class EventSender:
         if retry_num is not None:
             headers["X-Slack-Retry-Num"] = str(retry_num)
             headers["X-Slack-Retry-Reason"] = "http_timeout"
+        return await self.post_raw(body, headers)
+
+    async def interaction(self, payload: dict, *, timestamp: int | None = None,
+                          secret: str | None = None) -> tuple[int, str]:
+        """An interactivity request (button press): form-encoded `payload=<json>`, signed like events."""
+        from urllib.parse import urlencode
+
+        body = urlencode({"payload": json.dumps(payload)})
+        headers = sign(secret or self.secret, body, timestamp)
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
         return await self.post_raw(body, headers)
 
     async def event(self, event: dict, **kwargs: Any) -> tuple[int, str]:

@@ -1,0 +1,138 @@
+"""Approvals on Slack end to end: signed events and block_actions over real HTTP into the bot's app, the
+real Docker sandbox running the scripted agent's code, every Web API call observed at the Slack stand-in."""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import shutil
+import textwrap
+from urllib.parse import urlencode
+
+import pytest
+
+from agents.departments import BUNDLED_COMPANY_DIR
+from tests.sandbox_support import require_docker_sandbox
+from tests.standins.model_server import code_reply
+from tests.standins.slack_api import (
+    TOKEN,
+    SlackAPI,
+    block_actions,
+    block_text,
+    buttons,
+    mention,
+    running_bot,
+    sign,
+)
+
+pytestmark = pytest.mark.docker
+
+COMPANY = textwrap.dedent(
+    """
+    [departments.hr]
+    description = "People team: leave"
+    tools = ["agents.tools.hr:leave_balance", "agents.tools.hr:book_leave"]
+    authorized_imports = ["json"]
+    max_steps = 3
+    step_timeout_s = 10
+    data_dir = "hr"
+
+    [departments.hr.tool_policy."agents.tools.hr:book_leave"]
+    approval = "requester"
+    approval_timeout_s = 60
+    """
+)
+
+
+def _dates() -> tuple[dt.date, dt.date]:
+    today = dt.date.today()
+    thursday = today + dt.timedelta(days=(3 - today.weekday()) % 7 + 7)
+    return thursday, thursday + dt.timedelta(days=1)
+
+
+THURSDAY, FRIDAY = _dates()
+CODE = (f"try:\n    r = book_leave(start='{THURSDAY}', end='{FRIDAY}', kind='annual')\n"
+        "    out = 'Booked ' + r['booking_id'] + '; ' + str(r['balance']['annual_leave']['remaining_days']) + ' days left'\n"
+        "except Exception as e:\n    out = 'Not booked: ' + str(e)\nfinal_answer(out)")
+# An argument a model might fill from the message: it must not ping anyone or hide a link in the approval.
+HOSTILE_KIND = "annual <!channel> <https://evil.example|click> @here"
+
+
+@pytest.fixture
+def company(tmp_path):
+    shutil.copytree(BUNDLED_COMPANY_DIR / "hr", tmp_path / "hr")
+    path = tmp_path / "approvals.toml"
+    path.write_text(COMPANY)
+    return path
+
+
+def _bookings(tmp_path) -> list[str]:
+    path = tmp_path / "hr" / "leave_bookings.csv"
+    return path.read_text().splitlines()[1:] if path.exists() else []
+
+
+async def _approval_message(slack: SlackAPI):
+    return await slack.wait_for(lambda: next((m for m in slack.messages if buttons(m)), None), 60,
+                                "an approval message with buttons")
+
+
+async def test_only_the_requester_approves_once_and_the_message_shows_who(tmp_path, model_server, company):
+    async with SlackAPI(TOKEN) as slack:
+        async with running_bot(tmp_path, model_server, slack, sandbox="docker", config_path=company,
+                               sandbox_pool_size=1) as bot:
+            require_docker_sandbox(bot.settings)
+            model_server.model.script("book me thursday", code_reply(CODE.replace("kind='annual'", "kind='annual'")))
+            status, _ = await bot.events.event(mention("hr: book me thursday and friday", user="U_ALICE"))
+            assert status == 200
+            prompt = await _approval_message(slack)
+            shown = block_text(prompt)
+            assert "book_leave" in shown and str(THURSDAY) in shown and "the person who asked" in shown
+            assert set(buttons(prompt)) == {"agentdesk_approval:approve", "agentdesk_approval:deny"}
+
+            # A forged press (wrong signing secret) is refused before anything reads it.
+            forged = block_actions(prompt, "agentdesk_approval:approve", user="U_ALICE")
+            status, _ = await bot.events.interaction(forged, secret="not-the-signing-secret")
+            assert status == 401
+
+            # Someone else presses Approve: told privately, nothing runs.
+            status, _ = await bot.events.interaction(block_actions(prompt, "agentdesk_approval:approve", user="U_MALLORY"))
+            assert status == 200
+            refusal = await slack.wait_for(lambda: slack.ephemerals, 10, "an ephemeral refusal")
+            assert refusal[0]["user"] == "U_MALLORY" and "can't approve" in refusal[0]["text"]
+            await asyncio.sleep(0.6)  # beyond the waiter's poll: the refused press released nothing
+            assert _bookings(tmp_path) == [] and buttons(prompt), "a refused press changed the approval"
+
+            # The requester double-clicks; then the same signed request is replayed.
+            press = block_actions(prompt, "agentdesk_approval:approve", user="U_ALICE", name="alice")
+            body = urlencode({"payload": json.dumps(press)})
+            headers = {**sign(bot.events.secret, body), "Content-Type": "application/x-www-form-urlencoded"}
+            results = await asyncio.gather(bot.events.post_raw(body, headers), bot.events.post_raw(body, headers))
+            assert [r[0] for r in results] == [200, 200]
+            answer = await slack.wait_for(
+                lambda: next((m for m in slack.messages if m.text.startswith("Booked")), None), 60, "the answer")
+            assert (await bot.events.post_raw(body, headers))[0] == 200
+            await bot.drain()
+            assert len(_bookings(tmp_path)) == 1, "the tool ran more than once"
+            assert answer.text.endswith("13 days left")
+            assert not buttons(prompt) and "Approved by alice" in block_text(prompt)
+            assert any("already approved" in e["text"] for e in slack.ephemerals if e["user"] == "U_ALICE")
+            assert "<!channel>" not in json.dumps(prompt.blocks)
+
+
+async def test_deny_keeps_the_record_and_the_answer_says_why(tmp_path, model_server, company):
+    async with SlackAPI(TOKEN) as slack:
+        async with running_bot(tmp_path, model_server, slack, sandbox="docker", config_path=company,
+                               sandbox_pool_size=1) as bot:
+            require_docker_sandbox(bot.settings)
+            model_server.model.script("book a day", code_reply(CODE.replace("kind='annual'", f"kind={HOSTILE_KIND!r}")))
+            await bot.events.event(mention("hr: book a day off", user="U_ALICE"))
+            prompt = await _approval_message(slack)
+            raw = json.dumps(prompt.blocks)
+            assert "<!channel>" not in raw and "<https://" not in raw and "&lt;!channel&gt;" in raw
+            await bot.events.interaction(block_actions(prompt, "agentdesk_approval:deny", user="U_ALICE", name="alice"))
+            answer = await slack.wait_for(
+                lambda: next((m for m in slack.messages if m.text.startswith("Not booked")), None), 60, "the answer")
+            assert "declined" in answer.text
+            await bot.drain()
+            assert _bookings(tmp_path) == []
+            assert "Denied by alice" in block_text(prompt) and not buttons(prompt)
