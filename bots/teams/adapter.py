@@ -38,6 +38,7 @@ from agents.telemetry import request_span
 from bots.dedupe import DedupeStore
 from bots.recovery import INTERRUPTION_NOTIFIERS, interrupted_message
 from bots.tasks import BackgroundTasks
+from bots.teams import approvals
 from bots.teams.files import PendingUploads, UploadFailed, file_info_card, inbound_attachments, upload
 from bots.teams.outbound import ConversationSender, RateLimiters, SendFailed
 from bots.teams.replier import TeamsReplier, message_activity
@@ -331,6 +332,8 @@ class TeamsBot:
             if activity.conversation is not None and activity.from_property is not None and self._first_time(activity):
                 self.tasks.spawn(self._file_consent(activity), name=f"teams-consent:{activity.id}")
             return web.json_response(None, status=200)
+        if activity.name == approvals.INVOKE_NAME:
+            return await approvals.on_invoke(self, activity)
         if activity.name == "message/submitAction":
             return web.json_response(None, status=200)
         return web.json_response({"error": f"invoke {activity.name!r} is not supported"}, status=501)
