@@ -25,7 +25,7 @@ from smolagents import Tool, tool as make_tool
 
 from agents.approvals import ToolPolicy, parse_policies
 from agents.chat import Caller, ChatRequest
-from agents.tools import bind_caller, bind_output_dir
+from agents.tools import bind_caller, bind_output_dir, bind_state_dir
 
 #: The example company shipped with agentdesk (Northwind Labs); tools default to its data.
 BUNDLED_COMPANY_DIR = Path(__file__).parent / "company"
@@ -82,7 +82,8 @@ def resolve_data_dir(default_subdir: str, env_var: str) -> Path:
     return current_data_dir() or BUNDLED_COMPANY_DIR / default_subdir
 
 
-def _bound(tool: Tool, data_dir: Path | None, caller: Caller | None, output_dir: Path | None = None) -> Tool:
+def _bound(tool: Tool, data_dir: Path | None, caller: Caller | None, output_dir: Path | None = None,
+           state_dir: Path | None = None) -> Tool:
     """A copy of `tool` whose forward() runs with the department's data folder (and the caller) bound.
 
     Binding inside forward() holds whichever thread the executor calls the tool from (smolagents' local
@@ -95,7 +96,8 @@ def _bound(tool: Tool, data_dir: Path | None, caller: Caller | None, output_dir:
 
     def forward(*args: Any, **kwargs: Any) -> Any:
         with bind_data_dir(data_dir), (bind_caller(caller) if caller is not None else nullcontext()), \
-                (bind_output_dir(output_dir) if output_dir is not None else nullcontext()):
+                (bind_output_dir(output_dir) if output_dir is not None else nullcontext()), \
+                (bind_state_dir(state_dir) if state_dir is not None else nullcontext()):
             return original(*args, **kwargs)
 
     bound.forward = forward  # type: ignore[method-assign]
@@ -180,18 +182,20 @@ class Department:
     #: Tools (by import path) that need a person's approval before they run.
     tool_policy: dict[str, ToolPolicy] = field(default_factory=dict)
 
-    def load_tools(self, caller: Caller | None = None, output_dir: Path | None = None) -> list[Tool]:
+    def load_tools(self, caller: Caller | None = None, output_dir: Path | None = None,
+                   state_dir: Path | None = None) -> list[Tool]:
         """Import every tool named in the file, as smolagents Tools ready to hand to a CodeAgent.
 
         An attribute may be a Tool instance (e.g. made with @tool), a Tool subclass (instantiated here) or
         a plain function with type hints and a docstring with an Args section (wrapped with smolagents.tool).
         Each returned tool runs with this department's `data_dir` bound and, when `caller` is given, with
         that caller bound (agents.tools.current_caller()), whatever thread calls it; `output_dir` is where a
-        tool writes files for the person (agents.tools.current_output_dir()). Same order as `tools`.
+        tool writes files for the person (agents.tools.current_output_dir()); `state_dir` is the bot's data
+        folder (agents.tools.current_state_dir()). Same order as `tools`.
         """
         loaded = [_load_tool(self.name, path) for path in self.tools]
-        if self.data_dir is not None or caller is not None or output_dir is not None:
-            loaded = [_bound(t, self.data_dir, caller, output_dir) for t in loaded]
+        if self.data_dir is not None or caller is not None or output_dir is not None or state_dir is not None:
+            loaded = [_bound(t, self.data_dir, caller, output_dir, state_dir) for t in loaded]
         return loaded
 
     def accepts_file(self, filename: str) -> bool:

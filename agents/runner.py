@@ -505,7 +505,7 @@ class TaskRunner:
 
         Tools named in the department's tool_policy wait for a person's approval (the gate) before they run.
         """
-        tools = gate.wrap(dept.tools, dept.load_tools(request.caller, tool_dir), dept.tool_policy)
+        tools = gate.wrap(dept.tools, dept.load_tools(request.caller, tool_dir, self.settings.data_dir), dept.tool_policy)
         agent = CodeAgent(
             tools=tools,
             model=self.model_factory(),

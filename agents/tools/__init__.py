@@ -51,3 +51,20 @@ def bind_output_dir(path: Path) -> Iterator[None]:
         yield
     finally:
         _output_dir.reset(token)
+
+
+_state_dir: contextvars.ContextVar[Path | None] = contextvars.ContextVar("agentdesk_state_dir", default=None)
+
+
+def current_state_dir() -> Path | None:
+    """AGENTDESK_DATA_DIR of the running bot (where writes to the bundled example company go), or None."""
+    return _state_dir.get()
+
+
+@contextmanager
+def bind_state_dir(path: Path) -> Iterator[None]:
+    token = _state_dir.set(path)
+    try:
+        yield
+    finally:
+        _state_dir.reset(token)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 from agents.departments import BUNDLED_COMPANY_DIR
+from agents.tools import current_state_dir
 
 
 def _state_copy(path: Path) -> Path | None:
@@ -23,7 +24,8 @@ def _state_copy(path: Path) -> Path | None:
         relative = path.resolve().relative_to(BUNDLED_COMPANY_DIR.resolve())
     except ValueError:
         return None
-    return Path(os.environ.get("AGENTDESK_DATA_DIR") or ".agentdesk").expanduser().resolve() / "company" / relative
+    state = current_state_dir() or Path(os.environ.get("AGENTDESK_DATA_DIR") or ".agentdesk")
+    return state.expanduser().resolve() / "company" / relative
 
 
 def current_file(path: Path) -> Path:

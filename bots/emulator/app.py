@@ -196,6 +196,20 @@ class Emulator:
         state = await self.teams.answer_consent(message, int(body.get("index", 0)), action)
         return web.json_response({"state": state})
 
+    async def action(self, request: web.Request) -> web.Response:
+        """A button pressed on a bot message: Slack Block Kit (approvals) or a Teams Adaptive Card."""
+        if request.headers.get(PAGE_HEADER) != "1":
+            raise web.HTTPForbidden(text="posts come from the emulator page only")
+        body = await request.json()
+        message = self.store.messages.get(str(body.get("message")))
+        if message is None or message["author"] != "bot":
+            raise web.HTTPBadRequest(text="unknown message")
+        if message["flavour"] == "slack":
+            state = await self.slack.press_button(message, str(body.get("action_id") or ""))
+        else:
+            state = await self.teams.press_card_action(message, int(body.get("index", 0)), int(body.get("action", 0)))
+        return web.json_response({"state": state})
+
     async def file(self, request: web.Request) -> web.Response:
         """A file for the person's browser: images inline, everything else as a download."""
         stored = self.store.files.get(request.match_info["file_id"])
@@ -226,6 +240,7 @@ def mount_emulator(app: web.Application, settings: Settings, sandbox_reason: str
     app.router.add_get("/_emulator/events", emulator.events)
     app.router.add_post("/_emulator/send", emulator.send)
     app.router.add_post("/_emulator/consent", emulator.consent)
+    app.router.add_post("/_emulator/action", emulator.action)
     app.router.add_get("/_emulator/files/{file_id}/{name}", emulator.file)
     emulator.slack.mount(app)
     emulator.teams.mount(app)

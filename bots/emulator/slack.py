@@ -16,6 +16,8 @@ import secrets
 import time
 from typing import Any
 
+from urllib.parse import urlencode
+
 import aiohttp
 from aiohttp import web
 
@@ -63,6 +65,15 @@ def _blocks_text(blocks: Any) -> str:
             if isinstance(item, dict):
                 lines.append(item.get("text") or "")
     return "\n".join(line for line in lines if line)
+
+
+def _block_list(blocks: Any) -> list[dict]:
+    if isinstance(blocks, str):
+        try:
+            blocks = json.loads(blocks)
+        except ValueError:
+            return []
+    return [b for b in blocks or [] if isinstance(b, dict)]
 
 
 class SlackSide:
@@ -215,9 +226,55 @@ class SlackSide:
         text = params.get("text") or _blocks_text(params.get("blocks"))
         if not text and not params.get("blocks") and not params.get("attachments"):
             return {"ok": False, "error": "no_text"}
-        message = self._post(conversation, params, text, format="mrkdwn")
+        message = self._post(conversation, params, text, format="mrkdwn", blocks=_block_list(params.get("blocks")))
         return {"ok": True, "channel": params["channel"], "ts": message["platform_id"],
                 "message": self._message_object(message)}
+
+    async def m_chat_postEphemeral(self, params: dict) -> dict:
+        """Shown to the one person it is for, like Slack's "Only visible to you" messages."""
+        conversation = self._conversation(params.get("channel"))
+        if conversation is None:
+            return {"ok": False, "error": "channel_not_found"}
+        if params.get("user") != s.SLACK_HUMAN:
+            return {"ok": False, "error": "user_not_in_channel"}
+        message = self._post(conversation, params, str(params.get("text") or _blocks_text(params.get("blocks"))),
+                             format="mrkdwn", ephemeral=True)
+        return {"ok": True, "message_ts": message["platform_id"]}
+
+    async def press_button(self, message: dict[str, Any], action_id: str) -> str:
+        """The person pressed a Block Kit button: a signed block_actions request to /slack/events."""
+        button = next((e for b in message.get("blocks") or [] if b.get("type") == "actions"
+                       for e in b.get("elements") or [] if e.get("action_id") == action_id), None)
+        if button is None:
+            raise web.HTTPBadRequest(text="no such button on that message")
+        channel = s.SLACK_CHANNEL_IDS[message["conversation"]]
+        root = self.store.messages.get(message["thread"] or "")
+        payload = {
+            "type": "block_actions", "api_app_id": s.SLACK_APP, "token": "emulator-verification-token-unused",
+            "user": {"id": s.SLACK_HUMAN, "username": "alex", "name": s.HUMAN_NAME, "team_id": s.SLACK_TEAM},
+            "team": {"id": s.SLACK_TEAM, "domain": "emulator"}, "channel": {"id": channel},
+            "container": {"type": "message", "message_ts": message["platform_id"], "channel_id": channel,
+                          "is_ephemeral": False, **({"thread_ts": root["platform_id"]} if root else {})},
+            "message": {**self._message_object(message), "blocks": message.get("blocks") or []},
+            "trigger_id": f"{int(time.time())}.{secrets.randbelow(10**9)}", "response_url": f"{self.self_url}/_emulator/slack/respond",
+            "actions": [{"type": "button", "action_id": action_id, "block_id": secrets.token_hex(3),
+                         "value": button.get("value"), "text": button.get("text"), "action_ts": f"{time.time():.6f}"}],
+        }
+        body = urlencode({"payload": json.dumps(payload, separators=(",", ":"))})
+        timestamp = str(int(time.time()))
+        headers = {"Content-Type": "application/x-www-form-urlencoded", "X-Slack-Request-Timestamp": timestamp,
+                   "X-Slack-Signature": sign(self.signing_secret, timestamp, body)}
+        assert self.session is not None
+        try:
+            async with self.session.post(f"{self.self_url}/slack/events", data=body.encode(), headers=headers) as resp:
+                if resp.status != 200:
+                    self.store.notice("slack", message["conversation"], message["thread"],
+                                      f"The bot refused the button press: HTTP {resp.status} {(await resp.text())[:300]}")
+                    return "failed"
+        except aiohttp.ClientError as exc:
+            self.store.notice("slack", message["conversation"], message["thread"], f"Could not reach the bot: {exc}")
+            return "failed"
+        return "sent"
 
     async def m_chat_update(self, params: dict) -> dict:
         conversation = self._conversation(params.get("channel"))
@@ -229,7 +286,8 @@ class SlackSide:
         text = params.get("text") or _blocks_text(params.get("blocks"))
         if len(text) > 40000:
             return {"ok": False, "error": "msg_too_long"}
-        self.store.update(message, text=text, edited=True)
+        changes = {"blocks": _block_list(params.get("blocks"))} if "blocks" in params else {}
+        self.store.update(message, text=text, edited=True, **changes)
         return {"ok": True, "channel": params["channel"], "ts": message["platform_id"], "text": text}
 
     async def m_chat_delete(self, params: dict) -> dict:

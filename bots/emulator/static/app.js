@@ -115,7 +115,21 @@ function markdownToHtml(text) {
   }).join("");
 }
 
+function blocksHtml(m) {
+  // Block Kit as Slack draws it: sections, context lines, and buttons that send block_actions to the bot.
+  return m.blocks.map((b) => {
+    if (b.type === "section" && b.text) return `<div class="block-section">${slackToHtml(b.text.text || "")}</div>`;
+    if (b.type === "context") return `<div class="block-context">${(b.elements || []).map((e) => slackToHtml(e.text || "")).join(" ")}</div>`;
+    if (b.type === "actions") {
+      return `<div class="card-actions">${(b.elements || []).filter((e) => e.type === "button").map((e) =>
+        `<button type="button" class="${e.style === "danger" ? "secondary" : ""}" data-block-action="${esc(e.action_id)}" data-message="${esc(m.id)}">${esc((e.text && e.text.text) || "Button")}</button>`).join("")}</div>`;
+    }
+    return "";
+  }).join("");
+}
+
 function bodyHtml(m) {
+  if (m.flavour === "slack" && m.author !== "emulator" && m.blocks && m.blocks.length) return blocksHtml(m);
   if (m.flavour === "slack" && m.author !== "emulator") return slackToHtml(m.text);
   if (m.author === "emulator") return esc(m.text);
   return markdownToHtml(m.text);
@@ -159,6 +173,10 @@ function cardHtml(m, card, index) {
     return `<a class="file-image"><img src="${esc(card.url)}" alt="${esc(card.name)}"><span>${esc(card.name)}</span></a>`;
   }
   if (card.kind === "text") return `<div class="card">${markdownToHtml(card.text)}</div>`;
+  if (card.kind === "actions") {
+    return `<div class="card action-card">${markdownToHtml(card.text)}<div class="card-actions">${card.actions.map((a, i) =>
+      `<button type="button" data-card-action="${i}" data-message="${esc(m.id)}" data-index="${index}">${esc(a.title)}</button>`).join("")}</div></div>`;
+  }
   return `<div class="card">Attachment ${esc(card.content_type || "")} ${esc(card.name || "")}</div>`;
 }
 
@@ -179,7 +197,8 @@ function messageHtml(m, inThread) {
   const name = m.author === "user" ? state.config.person : m.author === "bot" ? state.config.bot : "Emulator";
   const initial = name[0].toUpperCase();
   const time = new Date(m.time * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-  const badge = m.author === "bot" ? `<span class="badge">${m.flavour === "slack" ? "APP" : "Bot"}</span>` : "";
+  const badge = (m.author === "bot" ? `<span class="badge">${m.flavour === "slack" ? "APP" : "Bot"}</span>` : "") +
+    (m.ephemeral ? '<span class="edited">Only visible to you</span>' : "");
   const replies = [...state.messages.values()].filter((r) => r.thread === m.id).length;
   let threadLink = "";
   if (!inThread && canThread(m)) {
@@ -357,6 +376,17 @@ function setup() {
       state.thread = target.dataset.thread;
     } else if (target.id === "close-thread") {
       state.thread = null;
+    } else if (target.dataset.blockAction || target.dataset.cardAction) {
+      target.disabled = true;
+      const body = target.dataset.blockAction
+        ? { message: target.dataset.message, action_id: target.dataset.blockAction }
+        : { message: target.dataset.message, index: Number(target.dataset.index), action: Number(target.dataset.cardAction) };
+      try {
+        await post("/_emulator/action", body, true);
+      } catch (err) {
+        alert(`The emulator could not press that button: ${err.message}`);
+      }
+      return;
     } else if (target.dataset.consent) {
       target.disabled = true;
       try {
