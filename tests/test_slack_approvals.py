@@ -5,17 +5,25 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import os
 import shutil
+import signal
+import socket
+import sys
 import textwrap
+import time
 from urllib.parse import urlencode
 
+import aiohttp
 import pytest
 
 from agents.departments import BUNDLED_COMPANY_DIR
 from tests.sandbox_support import require_docker_sandbox
 from tests.standins.model_server import code_reply
 from tests.standins.slack_api import (
+    SECRET,
     TOKEN,
+    EventSender,
     SlackAPI,
     block_actions,
     block_text,
@@ -64,6 +72,12 @@ def company(tmp_path):
     path = tmp_path / "approvals.toml"
     path.write_text(COMPANY)
     return path
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _bookings(tmp_path) -> list[str]:
@@ -136,3 +150,54 @@ async def test_deny_keeps_the_record_and_the_answer_says_why(tmp_path, model_ser
             await bot.drain()
             assert _bookings(tmp_path) == []
             assert "Denied by alice" in block_text(prompt) and not buttons(prompt)
+
+
+async def test_a_restart_while_waiting_expires_the_approval_and_says_so(tmp_path, model_server, company):
+    """The bot process is killed (SIGKILL) while a call waits for approval; after the restart the person is
+    told the request was interrupted, and a press on the old buttons says it expired and runs nothing."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SLACK_", "TEAMS_", "MODEL_", "OTEL_", "AGENTDESK_", "SANDBOX"))}
+    async with SlackAPI(TOKEN) as slack:
+        env.update(SLACK_BOT_TOKEN=TOKEN, SLACK_SIGNING_SECRET=SECRET, SLACK_API_URL=slack.api_url,
+                   MODEL_API_BASE=model_server.base_url, MODEL_ID="scripted", MODEL_API_KEY="sk-test-restart-0123",
+                   AGENTDESK_DATA_DIR=str(tmp_path / "data"), AGENTDESK_CONFIG=str(company), SANDBOX="docker",
+                   SANDBOX_POOL_SIZE="1", HOST="127.0.0.1", PORT=str(port), HF_TOKEN="")
+        model_server.model.script("book before the restart", code_reply(CODE))
+        first = await asyncio.create_subprocess_exec(sys.executable, "-m", "bots", "serve", cwd=tmp_path, env=env,
+                                                     stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            async with aiohttp.ClientSession() as http:
+                async def up():
+                    try:
+                        async with http.get(f"{url}/healthz") as resp:
+                            return resp.status == 200
+                    except aiohttp.ClientError:
+                        return False
+
+                deadline = time.monotonic() + 120
+                while not await up():
+                    assert first.returncode is None, (await first.stderr.read()).decode()[-2000:]
+                    assert time.monotonic() < deadline, "the first bot process never came up"
+                    await asyncio.sleep(0.2)
+            async with EventSender(f"{url}/slack/events", SECRET) as events:
+                await events.event(mention("hr: book before the restart", user="U_ALICE"))
+            prompt = await _approval_message(slack)
+        finally:
+            if first.returncode is None:
+                first.send_signal(signal.SIGKILL)
+            await first.wait()
+
+        async with running_bot(tmp_path, model_server, slack, sandbox="docker", config_path=company,
+                               sandbox_pool_size=1) as bot:
+            await slack.wait_for(lambda: [m for m in slack.thread(prompt.channel, prompt.thread_ts)
+                                          if "restarted while working on your request" in m.text], 60,
+                                 "the interrupted notice")
+            await bot.events.interaction(block_actions(prompt, "agentdesk_approval:approve", user="U_ALICE"))
+            told = await slack.wait_for(lambda: [e for e in slack.ephemerals if e["user"] == "U_ALICE"], 20,
+                                        "the ephemeral answer")
+            assert "expired" in told[0]["text"]
+            await slack.wait_for(lambda: "Expired" in block_text(prompt), 20, "the redrawn approval")
+            await bot.drain()
+            assert not buttons(prompt) and _bookings(tmp_path) == []
