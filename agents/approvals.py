@@ -44,7 +44,7 @@ MODES = ("requester", "approvers")
 DEFAULT_TIMEOUT_S = 600.0
 ARGUMENT_CHARS = 300
 MAX_ARGUMENTS = 12
-TERMINAL = ("approved", "denied", "timeout", "expired", "cancelled")
+TASK_MARGIN_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -187,7 +187,7 @@ class ApprovalGate:
 
     def __init__(self, *, store: Any, request: ChatRequest, department: str, task_id: str, replier: ThreadReplier,
                  loop: asyncio.AbstractEventLoop, waiters: dict[str, threading.Event],
-                 redact: Callable[[str | None], str | None]) -> None:
+                 redact: Callable[[str | None], str | None], task_deadline: float | None = None) -> None:
         self.store = store
         self.request = request
         self.department = department
@@ -196,6 +196,8 @@ class ApprovalGate:
         self.loop = loop
         self.waiters = waiters
         self.redact = redact
+        #: Epoch seconds when the task's wall time runs out: an approval never outlives its run.
+        self.task_deadline = task_deadline
         self._cancelled: str | None = None
         self._mine: set[str] = set()
 
@@ -237,18 +239,10 @@ class ApprovalGate:
     def wait_for_approval(self, tool: str, kwargs: dict, policy: ToolPolicy) -> ApprovalDecision:
         approval_id = uuid.uuid4().hex
         now = time.time()
+        expires = now + policy.timeout_s
+        if self.task_deadline is not None:  # leave the agent time to tell the person after a refusal
+            expires = max(min(expires, self.task_deadline - TASK_MARGIN_S), now + 1)
         caller = self.request.caller
-        span_context = trace.get_current_span().get_span_context()
-        record = {
-            "id": approval_id, "task_id": self.task_id, "thread_key": self.request.thread_key,
-            "department": self.department, "tool": tool, "arguments": render_arguments(kwargs, self.redact),
-            "requester": {"platform": caller.platform, "workspace": caller.workspace, "user": caller.user,
-                          "name": caller.user_name},
-            "approval": policy.approval, "approvers": list(policy.approvers),
-            "created_at": now, "expires_at": now + policy.timeout_s, "status": "pending", "handle": None,
-            "trace_id": format(span_context.trace_id, "032x") if span_context.is_valid else None,
-            "span_id": format(span_context.span_id, "016x") if span_context.is_valid else None,
-        }
         event = threading.Event()
         self.waiters[approval_id] = event
         self._mine.add(approval_id)
@@ -257,6 +251,18 @@ class ApprovalGate:
                 "agentdesk.approval.id": approval_id, "agentdesk.approval.tool": tool,
                 "agentdesk.approval.mode": policy.approval, "agentdesk.department": self.department,
             }) as span:
+                span_context = span.get_span_context()
+                record = {
+                    "id": approval_id, "task_id": self.task_id, "thread_key": self.request.thread_key,
+                    "department": self.department, "tool": tool, "arguments": render_arguments(kwargs, self.redact),
+                    "requester": {"platform": caller.platform, "workspace": caller.workspace, "user": caller.user,
+                                  "name": caller.user_name},
+                    "approval": policy.approval, "approvers": list(policy.approvers),
+                    "created_at": now, "expires_at": expires, "status": "pending", "handle": None,
+                    # the decision (maybe on another replica) becomes a child of this span
+                    "trace_id": format(span_context.trace_id, "032x") if span_context.is_valid else None,
+                    "span_id": format(span_context.span_id, "016x") if span_context.is_valid else None,
+                }
                 decision = self._ask_and_wait(record, event)
                 span.set_attribute("agentdesk.approval.outcome", decision.status)
                 span.set_attribute("agentdesk.approval.wait_s", round(time.time() - now, 3))

@@ -382,7 +382,9 @@ class TaskRunner:
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
         gate = approvals.ApprovalGate(store=self.store, request=request, department=dept.name, task_id=task_id,
-                                      replier=replier, loop=loop, waiters=self._approval_waiters, redact=self.redact)
+                                      replier=replier, loop=loop, waiters=self._approval_waiters, redact=self.redact,
+                                      task_deadline=time.time() + started + self.settings.task_timeout_s
+                                      - time.monotonic())
         tool_dir = self.settings.data_dir / "tool-outputs" / task_id
         agent = await asyncio.to_thread(self._build_agent, dept, sandbox, request, gate, tool_dir)
         agent.state["INPUT_FILES"] = [f"{sandbox.input_dir}/{p.name}" for p in inputs]

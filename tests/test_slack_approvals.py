@@ -18,7 +18,9 @@ import aiohttp
 import pytest
 
 from agents.departments import BUNDLED_COMPANY_DIR
+from agents.telemetry import flush_tracing, setup_tracing, shutdown_tracing
 from tests.sandbox_support import require_docker_sandbox
+from tests.standins.otlp_receiver import OtlpReceiver
 from tests.standins.model_server import code_reply
 from tests.standins.slack_api import (
     SECRET,
@@ -133,11 +135,19 @@ async def test_only_the_requester_approves_once_and_the_message_shows_who(tmp_pa
             assert "<!channel>" not in json.dumps(prompt.blocks)
 
 
-async def test_deny_keeps_the_record_and_the_answer_says_why(tmp_path, model_server, company):
+@pytest.fixture
+def receiver():
+    with OtlpReceiver() as rx:
+        yield rx
+    shutdown_tracing()
+
+
+async def test_deny_keeps_the_record_and_the_answer_says_why(tmp_path, model_server, company, receiver):
     async with SlackAPI(TOKEN) as slack:
         async with running_bot(tmp_path, model_server, slack, sandbox="docker", config_path=company,
-                               sandbox_pool_size=1) as bot:
+                               sandbox_pool_size=1, otlp_endpoint=receiver.url) as bot:
             require_docker_sandbox(bot.settings)
+            setup_tracing(bot.settings)
             model_server.model.script("book a day", code_reply(CODE.replace("kind='annual'", f"kind={HOSTILE_KIND!r}")))
             await bot.events.event(mention("hr: book a day off", user="U_ALICE"))
             prompt = await _approval_message(slack)
@@ -150,6 +160,19 @@ async def test_deny_keeps_the_record_and_the_answer_says_why(tmp_path, model_ser
             await bot.drain()
             assert _bookings(tmp_path) == []
             assert "Denied by alice" in block_text(prompt) and not buttons(prompt)
+
+    # The wait and the decision are in the request's trace, without the people's ids.
+    assert flush_tracing(10)
+    spans = receiver.wait_for(lambda found: any(s.name == "agentdesk.approval.decision" for s in found)
+                              and any(s.name == "slack.event" for s in found))
+    waited = next(s for s in spans if s.name == "agentdesk.approval")
+    decided = next(s for s in spans if s.name == "agentdesk.approval.decision")
+    root = next(s for s in spans if s.name == "slack.event")
+    assert waited.trace_id == decided.trace_id == root.trace_id
+    assert waited.attributes["agentdesk.approval.outcome"] == "denied"
+    assert decided.attributes["agentdesk.approval.decision"] == "denied"
+    assert decided.parent_id == waited.span_id
+    assert not [t for s in spans for t in s.strings() if "U_ALICE" in t]
 
 
 async def test_a_restart_while_waiting_expires_the_approval_and_says_so(tmp_path, model_server, company):
