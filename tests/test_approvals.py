@@ -57,6 +57,17 @@ COMPANY = textwrap.dedent(
     [departments.quick.tool_policy."agents.tools.hr:book_leave"]
     approval_timeout_s = 1.5
 
+    [departments.sales]
+    description = "Quotes"
+    tools = ["agents.tools.sales:create_quote"]
+    authorized_imports = ["json"]
+    max_steps = 3
+    step_timeout_s = 10
+    data_dir = "sales"
+
+    [departments.sales.tool_policy."agents.tools.sales:create_quote"]
+    approval_timeout_s = 60
+
     [departments.ops]
     description = "Approvers decide"
     tools = ["agents.tools.hr:book_leave"]
@@ -145,6 +156,7 @@ def wait_until(condition, timeout: float, what: str):
 def desk(tmp_path_factory):
     root = tmp_path_factory.mktemp("approvals")
     shutil.copytree(BUNDLED_COMPANY_DIR / "hr", root / "hr")
+    shutil.copytree(BUNDLED_COMPANY_DIR / "sales", root / "sales")
     (root / "departments.toml").write_text(COMPANY)
     server = ModelServer(ScriptedModel()).__enter__()
     loop = asyncio.new_event_loop()
@@ -291,6 +303,23 @@ def test_stopping_the_run_while_it_waits_ends_it_at_once(desk):
     assert any("Stopped" in e for e in replier.errors), replier.errors
     assert replier.decisions[0][1].status == "cancelled"
     assert desk.bookings() == []
+
+
+@pytest.mark.docker
+def test_an_approved_quote_reaches_the_thread_as_a_file_and_the_ledger(desk):
+    code = ("q = create_quote(customer='Contoso Ltd', items=[{'sku': 'NW-AQ100', 'quantity': 20}], region='EU')\n"
+            "final_answer(q['quote_number'] + ' total ' + str(q['total']) + ' ' + q['currency'])")
+    replier, future = desk.start("sales", code)
+    wait_until(lambda: replier.prompts, 60, "the approval request")
+    assert dict(replier.prompts[0].arguments)["customer"] == "Contoso Ltd"
+    assert desk.decide(replier.prompts[0].approval_id, "U_ALICE", "approve")[0]
+    future.result(90)
+    number = replier.answer.text.split()[0]
+    assert number.startswith(f"Q-{dt.date.today().year}-") and replier.answer.text.endswith("EUR")
+    assert [f.name for f in replier.answer.files] == [f"quote-{number}.csv"]
+    assert b"Contoso Ltd" in replier.file_bytes[f"quote-{number}.csv"]
+    ledger = (desk.hr_dir.parent / "sales" / "quotes.csv").read_text()
+    assert f"{number},".encode().decode() in ledger and "Contoso Ltd" in ledger
 
 
 # -- the store side: restart ----------------------------------------------------------------------------
