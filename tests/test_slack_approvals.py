@@ -97,7 +97,7 @@ async def test_only_the_requester_approves_once_and_the_message_shows_who(tmp_pa
         async with running_bot(tmp_path, model_server, slack, sandbox="docker", config_path=company,
                                sandbox_pool_size=1) as bot:
             require_docker_sandbox(bot.settings)
-            model_server.model.script("book me thursday", code_reply(CODE.replace("kind='annual'", "kind='annual'")))
+            model_server.model.script("book me thursday", code_reply(CODE))
             status, _ = await bot.events.event(mention("hr: book me thursday and friday", user="U_ALICE"))
             assert status == 200
             prompt = await _approval_message(slack)
