@@ -12,7 +12,8 @@ import json
 import re
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
 
 from smolagents import CodeAgent, Model, Tool, ToolCallingAgent
 from smolagents.agents import MultiStepAgent
@@ -25,6 +26,9 @@ from agents.departments import Company, Department, SubAgent
 from agents.sandbox.base import Sandbox, SandboxProvider
 from agents.security import cap
 from agents.tools import SourceCollector
+
+if TYPE_CHECKING:
+    from agents.approvals import ApprovalGate
 
 CODE_EXCERPT = 1200
 OBSERVATION_EXCERPT = 1500
@@ -44,10 +48,25 @@ class TaskScope:
     sandboxes: SandboxProvider | None = None
     redact: Callable[[str | None], str | None] = lambda text: text
     cancelled: threading.Event = field(default_factory=threading.Event)
+    #: Holds calls of the department's approval-gated tools until a person decides (tool_policy).
+    gate: ApprovalGate | None = None
+    #: Where tools write files for the person (sent with the answer), and the bot's data folder.
+    output_dir: Path | None = None
+    state_dir: Path | None = None
 
     def cancel(self) -> None:
-        """The task is over (timeout, stop): running sub-agents stop at their next step."""
+        """The task is over (timeout, stop): running sub-agents stop at their next step, and a tool call
+        waiting for approval gives up (before the sandbox goes: the waiting call holds it)."""
         self.cancelled.set()
+        if self.gate is not None:
+            self.gate.cancel()
+
+    def tools(self, dept: Department, paths: tuple[str, ...] | None = None) -> list[Tool]:
+        """A department's tools (or a sub-agent's `paths`) bound to this task, gated ones behind the gate."""
+        paths = dept.tools if paths is None else paths
+        tools = dept.load_tools(self.caller, self.sources, paths=paths, output_dir=self.output_dir,
+                                state_dir=self.state_dir)
+        return self.gate.wrap(paths, tools, dept.tool_policy) if self.gate is not None else tools
 
 
 def code_tags(configured: str | None, default: str | None) -> str | None:
@@ -69,7 +88,7 @@ def base_instructions(name: str, description: str, kind: str) -> str:
 def build_agent(dept: Department, company: Company, model: Model, executor: Sandbox | None, scope: TaskScope, *,
                 default_code_tags: str | None = None) -> MultiStepAgent:
     """A new agent for one task (never shared across threads or people) with its sub-agents as tools."""
-    tools = dept.load_tools(scope.caller, scope.sources)
+    tools = scope.tools(dept)
     tools += [SubAgentTool(company.agents[name], dept, model, scope, default_code_tags)
               for name in dept.managed_agents if name in company.agents]
     instructions = base_instructions(dept.name, dept.description, dept.agent)
@@ -175,7 +194,7 @@ class SubAgentTool(Tool):
 
     def _agent(self, executor: Sandbox | None) -> MultiStepAgent:
         spec = self.spec
-        tools = self.dept.load_tools(self.scope.caller, self.scope.sources, paths=spec.tools)
+        tools = self.scope.tools(self.dept, spec.tools)
         instructions = base_instructions(spec.name, spec.description, spec.kind)
         if spec.instructions:
             instructions = f"{instructions}\n{spec.instructions}"

@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -18,7 +19,7 @@ from smolagents import Model
 from smolagents.agents import ActionOutput, MultiStepAgent
 from smolagents.memory import ActionStep, FinalAnswerStep
 
-from agents import metrics
+from agents import approvals, metrics
 from agents.agent_factory import TaskScope, build_agent, step_update
 from agents.chat import ChatRequest, Source, ThreadReplier
 from agents.departments import Company, Department
@@ -67,6 +68,8 @@ class AgentRunner:
         self.store = store
         self.model_factory = model_factory
         self.redact = redact
+        #: Wakes a gated tool call of this process when its approval is decided here (others poll the store).
+        self.approval_waiters: dict[str, threading.Event] = {}
 
     async def run(self, request: ChatRequest, route: Route, replier: ThreadReplier, sandbox: Sandbox,
                   inputs: list[Path], task_id: str, started: float) -> AgentOutcome:
@@ -76,9 +79,15 @@ class AgentRunner:
         events: asyncio.Queue = asyncio.Queue()
         memory_key = self.store.memory_key(request.thread_key, dept.name)
         memory = await self.store.load_steps(memory_key)
+        gate = approvals.ApprovalGate(
+            store=self.store, request=request, department=dept.name, task_id=task_id, replier=replier, loop=loop,
+            waiters=self.approval_waiters, redact=self.redact,
+            task_deadline=time.time() + started + self.settings.task_timeout_s - time.monotonic(),
+        )
         scope = TaskScope(
             caller=request.caller, department=dept.name, sandboxes=self.sandboxes, redact=self.redact,
-            emit=lambda update: loop.call_soon_threadsafe(events.put_nowait, ("step", update)),
+            emit=lambda update: loop.call_soon_threadsafe(events.put_nowait, ("step", update)), gate=gate,
+            output_dir=tool_output_dir(self.settings, task_id), state_dir=self.settings.data_dir,
         )
         agent = await asyncio.to_thread(self._build_agent, dept, sandbox, request, memory, scope)
         agent.state["INPUT_FILES"] = [f"{sandbox.input_dir}/{p.name}" for p in inputs]
@@ -177,6 +186,7 @@ class AgentRunner:
             await asyncio.to_thread(sandbox.cleanup)
             raise
         finally:
+            gate.cancel()  # a call still waiting for a person gives up: the run is over
             watcher.cancel()
             self._local.pop(task_id, None)
             try:  # the worker ends at the next step boundary once interrupted or its sandbox is gone
@@ -205,6 +215,11 @@ class AgentRunner:
                             default_code_tags=self.settings.model_code_tags)
         agent.memory.steps.extend(memory)
         return agent
+
+
+def tool_output_dir(settings: Settings, task_id: str) -> Path:
+    """Where the task's host-side tools write files for the person (a quote), collected with the answer."""
+    return settings.data_dir / "tool-outputs" / task_id
 
 
 async def safe(coro) -> None:

@@ -18,7 +18,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from smolagents.utils import AgentError, AgentGenerationError
 
 from agents import metrics
-from agents.agent_run import AgentOutcome
+from agents.agent_run import AgentOutcome, tool_output_dir
 from agents.chat import ChatRequest, FinalAnswer, OutputFile
 from agents.departments import Department
 from agents.models import NO_MODEL_MESSAGE, ModelNotConfigured
@@ -45,8 +45,12 @@ async def compose_answer(settings: Settings, store: StateStore, redact: Redactor
         collect_outputs, sandbox.host_output_dir, settings.data_dir / "outputs" / task_id,
         settings.max_files, int(settings.max_file_mb * 1024 * 1024),
     )
-    files = _redacted_names(files, redact)
-    notices = [*output_notices, *notices]
+    tool_files, tool_notices = await asyncio.to_thread(  # files the host-side tools wrote (a quote)
+        collect_outputs, tool_output_dir(settings, task_id), settings.data_dir / "outputs" / task_id / "tools",
+        max(settings.max_files - len(files), 0), int(settings.max_file_mb * 1024 * 1024),
+    )
+    files = _redacted_names([*files, *tool_files], redact)
+    notices = [*output_notices, *notices, *tool_notices]
     if sandbox.warning:
         notices.insert(0, sandbox.warning)
     if not outcome.finished:

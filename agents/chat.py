@@ -127,6 +127,36 @@ class OutputFile:
 
 
 @dataclass(frozen=True)
+class ApprovalPrompt:
+    """A gated tool call waiting for a person's yes or no, as the thread shows it (arguments already made
+    safe for display: redacted, truncated; each platform still escapes them for its own markup)."""
+
+    approval_id: str
+    department: str
+    tool: str
+    arguments: tuple[tuple[str, str], ...]
+    requester: str  # platform user id of the person who asked
+    requester_name: str | None
+    approval: str  # "requester" | "approvers"
+    approvers: tuple[str, ...]
+    expires_at: float  # epoch seconds
+
+
+@dataclass(frozen=True)
+class ApprovalDecision:
+    """How an approval ended: approved, denied, timeout, expired (a restart) or cancelled (the run ended)."""
+
+    status: str
+    by: str | None = None  # platform user id of the person who decided
+    by_name: str | None = None
+    at: float = 0.0
+
+    @property
+    def approved(self) -> bool:
+        return self.status == "approved"
+
+
+@dataclass(frozen=True)
 class FinalAnswer:
     department: str
     text: str
@@ -165,3 +195,12 @@ class ThreadReplier(ABC):
     @abstractmethod
     async def error(self, message: str) -> None:
         """A clear, user-facing message when the request cannot be answered (limits, refusals, failures)."""
+
+    async def approval(self, prompt: ApprovalPrompt) -> dict | None:
+        """Ask the thread to approve a tool call (buttons); returns what approval_decided needs to update the
+        message (e.g. its id), or None when this thread cannot ask, so the tool is refused, never run unasked."""
+        return None
+
+    async def approval_decided(self, prompt: ApprovalPrompt, decision: ApprovalDecision, handle: dict) -> None:
+        """Show the decision (who, when) on the approval message posted by approval()."""
+        return None

@@ -24,9 +24,10 @@ from typing import Any, Callable, Iterator
 
 from smolagents import Tool, tool as make_tool
 
+from agents.approvals import ToolPolicy, parse_policies
 from agents.chat import Caller, ChatRequest
 from agents.egress import EgressPolicy, bind_policy
-from agents.tools import SourceCollector, bind_caller, bind_sources
+from agents.tools import SourceCollector, bind_caller, bind_output_dir, bind_sources, bind_state_dir
 
 #: The example company shipped with agentdesk (Northwind Labs); tools default to its data.
 BUNDLED_COMPANY_DIR = Path(__file__).parent / "company"
@@ -84,9 +85,11 @@ def resolve_data_dir(default_subdir: str, env_var: str) -> Path:
 
 
 def _bound(tool: Tool, data_dir: Path | None, caller: Caller | None, egress: EgressPolicy | None = None,
-           sources: SourceCollector | None = None) -> Tool:
+           sources: SourceCollector | None = None, output_dir: Path | None = None,
+           state_dir: Path | None = None) -> Tool:
     """A copy of `tool` whose forward() runs with the department's data folder, the caller, the company's
-    egress policy and the task's source collector bound.
+    egress policy, the task's source collector and (for write tools) the task's output folder and the
+    bot's data folder bound.
 
     Binding inside forward() holds whichever thread the executor calls the tool from (smolagents' local
     executor runs code in a worker thread, where context variables set by the runner are not visible).
@@ -98,7 +101,9 @@ def _bound(tool: Tool, data_dir: Path | None, caller: Caller | None, egress: Egr
 
     def forward(*args: Any, **kwargs: Any) -> Any:
         with bind_data_dir(data_dir), (bind_caller(caller) if caller is not None else nullcontext()), \
-                bind_policy(egress), bind_sources(sources):
+                bind_policy(egress), bind_sources(sources), \
+                (bind_output_dir(output_dir) if output_dir is not None else nullcontext()), \
+                (bind_state_dir(state_dir) if state_dir is not None else nullcontext()):
             return original(*args, **kwargs)
 
     bound.forward = forward  # type: ignore[method-assign]
@@ -216,19 +221,24 @@ class Department:
     suggested_prompts: tuple[str, ...] = ()
     #: Shown on every answer of this department in Teams (a Microsoft Purview-style label, as text).
     sensitivity_label: SensitivityLabel | None = None
+    #: Tools (by import path) that need a person's approval before they run.
+    tool_policy: dict[str, ToolPolicy] = field(default_factory=dict)
 
     def load_tools(self, caller: Caller | None = None, sources: SourceCollector | None = None,
-                   paths: tuple[str, ...] | None = None) -> list[Tool]:
+                   paths: tuple[str, ...] | None = None, output_dir: Path | None = None,
+                   state_dir: Path | None = None) -> list[Tool]:
         """Import every tool named in the file, as smolagents Tools ready to hand to a CodeAgent.
 
         An attribute may be a Tool instance (e.g. made with @tool), a Tool subclass (instantiated here) or
         a plain function with type hints and a docstring with an Args section (wrapped with smolagents.tool).
         Each returned tool runs with this department's `data_dir` and the company's egress policy bound and,
         when given, the caller (agents.tools.current_caller()) and the task's source collector, whatever
-        thread calls it. `paths` loads another tool list (a sub-agent's) with the same bindings.
+        thread calls it. `paths` loads another tool list (a sub-agent's) with the same bindings. `output_dir`
+        is where a tool writes files for the person (agents.tools.current_output_dir()); `state_dir` is the
+        bot's data folder (agents.tools.current_state_dir()). Same order as the paths.
         """
         loaded = [_load_tool(self.name, path) for path in (self.tools if paths is None else paths)]
-        return [_bound(t, self.data_dir, caller, self.egress, sources) for t in loaded]
+        return [_bound(t, self.data_dir, caller, self.egress, sources, output_dir, state_dir) for t in loaded]
 
     def accepts_file(self, filename: str) -> bool:
         """Whether an upload with this name is a type this department takes."""
@@ -285,7 +295,7 @@ _COMPANY_KEYS = {"name"}
 _DEPARTMENT_KEYS = {
     "description", "tools", "authorized_imports", "max_steps", "step_timeout_s", "max_concurrent", "slack_channels",
     "keywords", "instructions", "file_types", "access", "data_dir", "agent", "managed_agents", "code_block_tags",
-    "suggested_prompts", "sensitivity_label",
+    "suggested_prompts", "sensitivity_label", "tool_policy",
 }
 _AGENT_KEYS = {
     "kind", "description", "tools", "max_steps", "instructions", "authorized_imports", "step_timeout_s",
@@ -475,7 +485,8 @@ def _department(name: str, raw: Any, file: Path, sub_agents: Any = ()) -> tuple[
                        + (f' (did you mean "{hint[0]}"?)' if hint else ""))
     access, access_errors = _access(prefix, raw.get("access"))
     label, label_errors = _sensitivity_label(prefix, raw.get("sensitivity_label"))
-    errors += check.errors + access_errors + label_errors
+    policies, policy_errors = parse_policies(prefix, name, raw.get("tool_policy"), tools)
+    errors += check.errors + access_errors + label_errors + policy_errors
     if errors:
         return None, errors
     department = Department(
@@ -497,6 +508,7 @@ def _department(name: str, raw: Any, file: Path, sub_agents: Any = ()) -> tuple[
         code_block_tags=code_tags,
         suggested_prompts=prompts,
         sensitivity_label=label,
+        tool_policy=policies,
     )
     try:
         loaded = department.load_tools()

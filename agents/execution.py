@@ -26,7 +26,7 @@ from opentelemetry import propagate
 
 from agents import metrics
 from agents.admission import Admission
-from agents.agent_run import AgentRunner, TaskFailed, safe
+from agents.agent_run import AgentRunner, TaskFailed, safe, tool_output_dir
 from agents.answer import compose_answer, describe_failure
 from agents.chat import ChatRequest, ThreadReplier
 from agents.departments import Company
@@ -406,6 +406,7 @@ class Worker:
             if sandbox is not None:
                 await asyncio.to_thread(sandbox.cleanup)
             shutil.rmtree(self.settings.data_dir / "outputs" / task_id, ignore_errors=True)
+            shutil.rmtree(tool_output_dir(self.settings, task_id), ignore_errors=True)
 
 
 def _sweep(sandboxes: SandboxProvider) -> None:

@@ -19,7 +19,7 @@ from typing import Callable
 from opentelemetry import propagate, trace
 from smolagents import Model
 
-from agents import metrics
+from agents import approvals, metrics
 from agents.admission import Admission, looks_like_injection
 from agents.agent_run import AgentRunner, safe
 from agents.answer import feedback_for, record_feedback
@@ -95,6 +95,7 @@ class TaskRunner:
                 self.interrupted = [r for r in await self.store.interrupted_tasks() if r.task_id not in queued]
                 for record in self.interrupted:
                     await self.store.task_finished(record.task_id, "interrupted")
+                await approvals.expire_interrupted(self.store, {r.task_id for r in self.interrupted})
         except StoreUnavailable as exc:  # the process still starts; /readyz says why it is not ready
             log.error("%s", exc)
         if self.sandboxes is not None:
@@ -212,6 +213,20 @@ class TaskRunner:
         """
         return await record_feedback(self.store, self.redact, task_id, platform=platform, user=user, value=value,
                                      comment=comment)
+
+    async def decide_approval(self, approval_id: str, platform: str, user: str, user_groups: tuple[str, ...],
+                              decision: str, user_name: str | None = None) -> tuple[bool, str]:
+        """One person's Approve/Deny on a gated tool call, from a verified platform interaction, on any replica.
+
+        Only the requester (or a listed approver) decides, once; (accepted, a message for the clicker).
+        """
+        waiters = self.worker.agents.approval_waiters if self.worker is not None else {}
+        return await approvals.decide(self.store, waiters, approval_id, platform=platform, user=user,
+                                      user_groups=tuple(user_groups), decision=decision, user_name=user_name)
+
+    async def approval_view(self, approval_id: str):
+        """(prompt, decision or None) of an approval, for redrawing its message; None when unknown."""
+        return await approvals.view(self.store, approval_id)
 
     async def feedback_for(self, task_id: str) -> dict[str, dict]:
         """Every person's latest feedback on one answer, by user id."""

@@ -17,6 +17,7 @@ or "" when the host cannot resolve it), @CANARY_TAG@ (a substring of every plant
 """
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 from dataclasses import dataclass, field
 
@@ -84,6 +85,11 @@ class Attack:
 def _probe(id: str, category: str, code: str, **expect: str) -> Attack:
     body = textwrap.dedent(code).strip() + "\nfinal_answer(json.dumps(R, sort_keys=True))"
     return Attack(id, category, body, expect=dict(expect))
+
+
+def _gated(id: str, code: str, **expect: str) -> Attack:
+    """A probe in the department whose book_leave needs the requester's approval (nobody approves here)."""
+    return dataclasses.replace(_probe(id, "approvals", code, **expect), department="gated")
 
 
 ATTACKS: list[Attack] = [
@@ -443,6 +449,32 @@ ATTACKS: list[Attack] = [
         final_answer({"pickled": pickle.dumps(Payload()), "raw": raw, "obj": Payload()})
         """,
         prelude=False,
+    ),
+    # -- approval-gated tools: every way to book_leave without a person's yes must fail ------------------
+    _gated(
+        "gated-tool-other-paths",
+        """
+        alias = book_leave
+        attempt("alias", lambda: alias(start="2031-01-06", end="2031-01-07"))
+        attempt("dict_call", lambda: book_leave({"start": "2031-01-06", "end": "2031-01-07"}))
+        attempt("forward", lambda: book_leave.forward(start="2031-01-06", end="2031-01-07"))
+        def host_module():
+            import importlib
+            return importlib.import_module("agents.tools.hr").book_leave
+        attempt("host_module", host_module)
+        attempt("host_file", lambda: open_text("@HOST_DATA_DIR@/../hr/leave.csv"))
+        """,
+        alias="ToolError", dict_call="ToolError", forward="(AttributeError|InterpreterError)",
+        host_module="(ModuleNotFoundError|ImportError)", host_file=MISSING,
+    ),
+    _gated(
+        "gated-tool-forged-caller",
+        """
+        attempt("caller_kw", lambda: book_leave(start="2031-01-06", end="2031-01-07", caller="U_BOSS"))
+        attempt("user_kw", lambda: book_leave(start="2031-01-06", end="2031-01-07", user="U_BOSS", approved=True))
+        attempt("extra_positional", lambda: book_leave("2031-01-06", "2031-01-07", "annual", "U_BOSS"))
+        """,
+        caller_kw="ToolError", user_kw="ToolError", extra_positional="TypeError",
     ),
 ]
 

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import socket
 import textwrap
 import threading
@@ -25,8 +26,8 @@ from pathlib import Path
 import docker
 import pytest
 
-from agents.audit import configure_audit
-from agents.departments import load_company
+from agents.audit import configure_audit, read_audit
+from agents.departments import BUNDLED_COMPANY_DIR, load_company
 from agents.runner import TaskRunner
 from tests import attack_corpus
 from tests.attack_corpus import AFTER_TEXT, ALL, Attack
@@ -67,6 +68,18 @@ COMPANY = textwrap.dedent(
     authorized_imports = ["os"]
     max_steps = 2
     step_timeout_s = 5
+
+    [departments.gated]
+    description = "Attack target: a write tool that needs the requester's approval"
+    tools = ["tests.company_tools:whoami", "agents.tools.hr:book_leave"]
+    authorized_imports = ["os"]
+    max_steps = 2
+    step_timeout_s = 5
+    data_dir = "hr"
+
+    [departments.gated.tool_policy."agents.tools.hr:book_leave"]
+    approval = "requester"
+    approval_timeout_s = 5
     """
 )
 
@@ -121,6 +134,7 @@ def open_desk(tmp_path_factory, sandbox: str):
     runner = None
     try:
         (root / "departments.toml").write_text(COMPANY)
+        shutil.copytree(BUNDLED_COMPANY_DIR / "hr", root / "hr")
         settings = make_settings(root, server.base_url, sandbox=sandbox, sandbox_pool_size=POOL,
                                  config_path=root / "departments.toml", task_timeout_s=90.0,
                                  user_rate_per_minute=1000, max_tasks_per_user=5, **SETTINGS_SECRETS)
@@ -131,6 +145,7 @@ def open_desk(tmp_path_factory, sandbox: str):
         company = load_company(settings.config_path)
         # The departments file refuses "*" (a deliberate guard); an operator's code could still pass it.
         company.departments["open"] = dataclasses.replace(company.departments["open"], authorized_imports=("*",))
+        company.departments["gated"] = dataclasses.replace(company.departments["gated"], authorized_imports=("*",))
         configure_audit(settings)
         host_secret = root / "host-secret.txt"
         host_secret.write_text(f"host-only file {SECRETS[0]}\n")
@@ -312,6 +327,11 @@ def _check_specific(attack: Attack, desk: Desk, replier: RecordingReplier) -> No
         assert re.search(r"cos\\+nsystem", answer.text), answer.text[:500]
     if attack.id.startswith("pickle-"):  # the Payload object came back as its str(), not unpickled
         assert "object at 0x" in answer.text, answer.text[:500]
+    if attack.category == "approvals":  # nothing was booked, whichever way the code tried
+        assert not (desk.root / "hr" / "leave_bookings.csv").exists(), "a gated tool ran without approval"
+        assert not list(desk.runner.settings.data_dir.rglob("leave_bookings.csv"))
+        outcomes = [e.get("outcome") for e in read_audit(desk.runner.settings) if e.get("event") == "approval_finished"]
+        assert "approved" not in outcomes
 
 
 def test_the_corpus_covers_every_category():

@@ -59,9 +59,9 @@ def test_bundled_tools_load_as_smolagents_tools():
     company = load_company(BUNDLED_CONFIG)
     names = {name: sorted(t.name for t in d.load_tools()) for name, d in company.departments.items()}
     assert names == {
-        "hr": ["benefits_summary", "leave_balance", "search_policies", "viewing_context"],
+        "hr": ["benefits_summary", "book_leave", "leave_balance", "search_policies", "viewing_context"],
         "marketing": ["campaign_data", "campaign_summary", "viewing_context"],
-        "sales": ["compare_products", "find_products", "price_quote", "viewing_context"],
+        "sales": ["compare_products", "create_quote", "find_products", "price_quote", "viewing_context"],
     }
     assert all(isinstance(t, Tool) for d in company.departments.values() for t in d.load_tools())
 

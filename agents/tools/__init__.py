@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextvars
 import threading
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
 from agents.chat import Caller, Source
@@ -86,3 +87,35 @@ def bind_sources(collector: SourceCollector | None) -> Iterator[None]:
         yield
     finally:
         _sources.reset(token)
+_output_dir: contextvars.ContextVar[Path | None] = contextvars.ContextVar("agentdesk_output_dir", default=None)
+
+
+def current_output_dir() -> Path | None:
+    """The host folder for files a tool makes for the person (sent to the thread with the answer), or None."""
+    return _output_dir.get()
+
+
+@contextmanager
+def bind_output_dir(path: Path) -> Iterator[None]:
+    token = _output_dir.set(path)
+    try:
+        yield
+    finally:
+        _output_dir.reset(token)
+
+
+_state_dir: contextvars.ContextVar[Path | None] = contextvars.ContextVar("agentdesk_state_dir", default=None)
+
+
+def current_state_dir() -> Path | None:
+    """AGENTDESK_DATA_DIR of the running bot (where writes to the bundled example company go), or None."""
+    return _state_dir.get()
+
+
+@contextmanager
+def bind_state_dir(path: Path) -> Iterator[None]:
+    token = _state_dir.set(path)
+    try:
+        yield
+    finally:
+        _state_dir.reset(token)

@@ -5,12 +5,17 @@ department's `data_dir`, or AGENTDESK_HR_DATA_DIR when set.
 
 leave_balance() takes no arguments on purpose: whose balance it returns is decided by the caller the chat
 platform authenticated (agents.tools.current_caller()), so a prompt cannot ask for someone else's.
+book_leave() books for that same person only; its bookings are kept in `leave_bookings.csv` (written
+atomically, see agents.tools.records) and count in leave_balance() from then on.
 """
 from __future__ import annotations
 
 import csv
+import datetime as dt
+import io
 import math
 import re
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +25,7 @@ from smolagents import tool
 from agents.chat import Caller, Source
 from agents.departments import resolve_data_dir
 from agents.tools import current_caller, report_sources
+from agents.tools.records import atomic_write, current_file, locked, writable_file
 
 ENV_VAR = "AGENTDESK_HR_DATA_DIR"
 HR_CONTACT = "people@northwindlabs.com"
@@ -164,30 +170,35 @@ def _leave_record(rows: list[dict[str, str]], caller: Caller) -> dict[str, str] 
     return None
 
 
-@tool
-def leave_balance() -> dict:
-    """Returns the annual leave balance, sick days and dependant days of the person who is asking.
+BOOKINGS_FILE = "leave_bookings.csv"
+BOOKING_COLUMNS = ("booking_id", "employee_id", "kind", "start", "end", "working_days", "booked_at", "booked_via")
+LEAVE_KINDS = ("annual", "sick", "dependant")
+DEPENDANT_DAYS_PER_YEAR = 5
+MAX_BOOKING_DAYS = 30
 
-    It always answers for the person who sent the message (identified by the chat platform), never for
-    anyone else, so it takes no arguments. If found is false, tell the person the message.
-    """
-    caller = current_caller()
-    with (_data_dir() / "leave.csv").open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    row = _leave_record(rows, caller)
-    if row is None:
-        who = f"{caller.platform} user {caller.user}" + (f", {caller.email}" if caller.email else "")
-        return {
-            "found": False,
-            "message": (
-                f"There is no leave record for you ({who}). If you work at Northwind Labs, ask {HR_CONTACT} "
-                "to link your chat account to your HR record."
-            ),
-        }
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            return list(csv.DictReader(handle))
+    except FileNotFoundError:
+        return []
+
+
+def _bookings(employee_id: str) -> list[dict[str, str]]:
+    return [b for b in _read_csv(current_file(_data_dir() / BOOKINGS_FILE)) if b["employee_id"] == employee_id]
+
+
+def _booked(bookings: list[dict[str, str]], kind: str) -> float:
+    return sum(float(b["working_days"]) for b in bookings if b["kind"] == kind)
+
+
+def _balance(row: dict[str, str]) -> dict:
+    bookings = _bookings(row["employee_id"])
     entitlement = _number(row["annual_entitlement_days"])
     carried = _number(row["carried_over_days"])
     taken = _number(row["taken_days"])
-    booked = _number(row["booked_days"])
+    booked = _number(str(float(row["booked_days"] or 0) + _booked(bookings, "annual")))
     return {
         "found": True,
         "employee": row["name"],
@@ -199,13 +210,114 @@ def leave_balance() -> dict:
             "booked_days": booked,
             "remaining_days": _number(str(entitlement + carried - taken - booked)),
         },
-        "sick_days_taken": _number(row["sick_days_taken"]),
+        "sick_days_taken": _number(str(float(row["sick_days_taken"] or 0) + _booked(bookings, "sick"))),
         "sick_days_at_full_pay_per_year": 10,
-        "dependant_days_taken": _number(row["dependant_days_taken"]),
-        "dependant_days_per_year": 5,
-        "note": "Remaining = entitlement + carried over - taken - booked. Book leave in HiBob; "
-        "carried-over days expire on 31 March.",
+        "dependant_days_taken": _number(str(float(row["dependant_days_taken"] or 0) + _booked(bookings, "dependant"))),
+        "dependant_days_per_year": DEPENDANT_DAYS_PER_YEAR,
+        "upcoming_bookings": [{"kind": b["kind"], "start": b["start"], "end": b["end"],
+                               "working_days": _number(b["working_days"])} for b in bookings],
+        "note": "Remaining = entitlement + carried over - taken - booked. Book leave with book_leave (the person "
+        "approves it in the chat); carried-over days expire on 31 March.",
     }
+
+
+def _caller_row() -> dict[str, str] | None:
+    with current_file(_data_dir() / "leave.csv").open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    return _leave_record(rows, current_caller())
+
+
+def _not_found() -> dict:
+    caller = current_caller()
+    who = f"{caller.platform} user {caller.user}" + (f", {caller.email}" if caller.email else "")
+    return {
+        "found": False,
+        "message": (
+            f"There is no leave record for you ({who}). If you work at Northwind Labs, ask {HR_CONTACT} "
+            "to link your chat account to your HR record."
+        ),
+    }
+
+
+def _date(value: str, name: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(str(value).strip())
+    except ValueError:
+        raise ValueError(f"{name} must be a date like 2026-12-10, got {value!r}") from None
+
+
+def _working_days(start: dt.date, end: dt.date) -> int:
+    return sum(1 for n in range((end - start).days + 1) if (start + dt.timedelta(days=n)).weekday() < 5)
+
+
+@tool
+def book_leave(start: str, end: str, kind: str = "annual") -> dict:
+    """Books leave for the person who is asking (never anyone else), from start to end inclusive, after the
+    person approves it in the chat. Counts working days (Monday to Friday). Refuses, with the reason, leave in
+    the past, overlapping an existing booking, or beyond the remaining balance. Returns the booking and the new
+    balance.
+
+    Args:
+        start: First day of leave, ISO date like "2026-12-10".
+        end: Last day of leave (inclusive), ISO date like "2026-12-11"; same as start for one day.
+        kind: "annual" (default), "sick" or "dependant".
+    """
+    kind = str(kind or "annual").strip().lower()
+    if kind not in LEAVE_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(LEAVE_KINDS)}, got {kind!r}")
+    first, last = _date(start, "start"), _date(end, "end")
+    if last < first:
+        raise ValueError(f"end ({last}) is before start ({first})")
+    if first < dt.date.today() and kind != "sick":
+        raise ValueError(f"{first} is in the past; only sick leave can be recorded after the fact")
+    days = _working_days(first, last)
+    if days == 0:
+        raise ValueError(f"{first} to {last} has no working days (Monday to Friday); nothing to book")
+    if days > MAX_BOOKING_DAYS:
+        raise ValueError(f"{days} working days is more than {MAX_BOOKING_DAYS} in one booking; ask {HR_CONTACT}")
+    caller = current_caller()
+    target = writable_file(_data_dir() / BOOKINGS_FILE)
+    with locked(target):
+        row = _caller_row()
+        if row is None:
+            raise LookupError(_not_found()["message"])
+        for booking in _bookings(row["employee_id"]):
+            b_start, b_end = dt.date.fromisoformat(booking["start"]), dt.date.fromisoformat(booking["end"])
+            if first <= b_end and b_start <= last:
+                raise ValueError(f"this overlaps your {booking['kind']} leave from {b_start} to {b_end}; "
+                                 "nothing was booked")
+        balance = _balance(row)
+        if kind == "annual" and days > balance["annual_leave"]["remaining_days"]:
+            raise ValueError(f"this needs {days} days of annual leave but you have "
+                             f"{balance['annual_leave']['remaining_days']} left; nothing was booked")
+        if kind == "dependant" and balance["dependant_days_taken"] + days > DEPENDANT_DAYS_PER_YEAR:
+            raise ValueError(f"dependant leave is {DEPENDANT_DAYS_PER_YEAR} days a year and you have taken "
+                             f"{balance['dependant_days_taken']}; nothing was booked")
+        existing = _read_csv(current_file(_data_dir() / BOOKINGS_FILE))
+        booking = {
+            "booking_id": f"LV-{uuid.uuid4().hex[:8].upper()}", "employee_id": row["employee_id"], "kind": kind,
+            "start": first.isoformat(), "end": last.isoformat(), "working_days": str(days),
+            "booked_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "booked_via": caller.platform,
+        }
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=BOOKING_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows([*existing, booking])
+        atomic_write(target, out.getvalue())
+    return {"booked": True, "booking_id": booking["booking_id"], "kind": kind, "start": booking["start"],
+            "end": booking["end"], "working_days": days, "balance": _balance(row)}
+
+
+@tool
+def leave_balance() -> dict:
+    """Returns the annual leave balance, sick days and dependant days of the person who is asking.
+
+    It always answers for the person who sent the message (identified by the chat platform), never for
+    anyone else, so it takes no arguments. If found is false, tell the person the message.
+    """
+    row = _caller_row()
+    return _not_found() if row is None else _balance(row)
 
 
 # -- benefits ---------------------------------------------------------------------------------------------

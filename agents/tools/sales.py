@@ -5,12 +5,15 @@ Data (bundled example: agents/company/sales): `products.csv` (list prices per re
 `data_dir`, or AGENTDESK_SALES_DATA_DIR when set.
 
 Quotes are computed here with Decimal arithmetic, not by the model, so the numbers a customer sees are the
-price book's.
+price book's. create_quote() makes a numbered quote (a CSV file sent to the thread) and records it in the
+quotes ledger `quotes.csv` (written atomically, see agents.tools.records).
 """
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import difflib
+import io
 import re
 import tomllib
 from decimal import ROUND_HALF_UP, Decimal
@@ -20,6 +23,8 @@ from typing import Any
 from smolagents import tool
 
 from agents.departments import resolve_data_dir
+from agents.tools import current_caller, current_output_dir
+from agents.tools.records import atomic_write, current_file, locked, writable_file
 
 ENV_VAR = "AGENTDESK_SALES_DATA_DIR"
 _CENT = Decimal("0.01")
@@ -175,3 +180,97 @@ def price_quote(sku: str, quantity: int, region: str) -> dict:
         "valid_days": pricing.get("quote_valid_days", 30),
         "notes": [n for n in notes if n],
     }
+
+
+LEDGER_FILE = "quotes.csv"
+LEDGER_COLUMNS = ("quote_number", "created_at", "customer", "region", "currency", "lines", "net", "tax", "total",
+                  "valid_until", "file", "created_by")
+MAX_LINES = 50
+
+
+def _customer(name: str) -> str:
+    name = re.sub(r"\s+", " ", str(name or "")).strip()
+    if not name:
+        raise ValueError("customer must be the customer's name")
+    if len(name) > 120:
+        raise ValueError("customer is longer than 120 characters")
+    return name
+
+
+@tool
+def create_quote(customer: str, items: list[dict], region: str) -> dict:
+    """Creates a numbered quote for a customer from the price book, after the person approves it in the chat:
+    writes it as a CSV file that is sent to the thread and records it in the quotes ledger. Returns the quote
+    number, the file name and the totals.
+
+    Args:
+        customer: The customer's company name, e.g. "Contoso Ltd".
+        items: Order lines, each {"sku": "NW-AQ100", "quantity": 20}.
+        region: Sales region: "US", "EU", "UK" or "APAC".
+    """
+    customer = _customer(customer)
+    if not isinstance(items, list) or not items:
+        raise ValueError('items must be a non-empty list like [{"sku": "NW-AQ100", "quantity": 20}]')
+    if len(items) > MAX_LINES:
+        raise ValueError(f"a quote has at most {MAX_LINES} lines")
+    lines = []
+    for item in items:
+        if not isinstance(item, dict) or "sku" not in item or "quantity" not in item:
+            raise ValueError(f'each item needs "sku" and "quantity", got {item!r}')
+        lines.append(price_quote.forward(str(item["sku"]), item["quantity"], region))
+    currency, code = lines[0]["currency"], lines[0]["region"]
+    net = sum(Decimal(str(line["net"])) for line in lines)
+    tax = sum(Decimal(str(line["tax"])) for line in lines)
+    total = net + tax
+    today = dt.date.today()
+    valid_until = today + dt.timedelta(days=int(lines[0]["valid_days"]))
+    ledger = writable_file(_data_dir() / LEDGER_FILE)
+    with locked(ledger):
+        rows = []
+        try:
+            with current_file(_data_dir() / LEDGER_FILE).open(newline="", encoding="utf-8") as handle:
+                rows = list(csv.DictReader(handle))
+        except FileNotFoundError:
+            pass
+        year_prefix = f"Q-{today.year}-"
+        numbers = [int(r["quote_number"][len(year_prefix):]) for r in rows
+                   if r["quote_number"].startswith(year_prefix) and r["quote_number"][len(year_prefix):].isdigit()]
+        number = f"{year_prefix}{max(numbers, default=0) + 1:04d}"
+        file_name = f"quote-{number}.csv"
+        quote = io.StringIO()
+        writer = csv.writer(quote, lineterminator="\n")
+        writer.writerow(["Northwind Labs quote", number])
+        writer.writerow(["Customer", customer])
+        writer.writerow(["Region", code, "Currency", currency])
+        writer.writerow(["Date", today.isoformat(), "Valid until", valid_until.isoformat()])
+        writer.writerow([])
+        writer.writerow(["SKU", "Product", "Quantity", "Unit", "Unit price", "Discount rate", "Discount", "Net",
+                         "Tax", "Total"])
+        for line in lines:
+            writer.writerow([line["sku"], line["name"], line["quantity"], line["unit"], f"{line['unit_price']:.2f}",
+                             f"{line['discount_rate']:.2f}", f"{line['discount']:.2f}", f"{line['net']:.2f}",
+                             f"{line['tax']:.2f}", f"{line['total']:.2f}"])
+        writer.writerow([])
+        writer.writerow(["Net", f"{_money(net):.2f}"])
+        writer.writerow([lines[0]["tax_name"], f"{_money(tax):.2f}"])
+        writer.writerow(["Total", f"{_money(total):.2f}", currency])
+        folder = current_output_dir() or ledger.parent / "quotes"
+        atomic_write(folder / file_name, quote.getvalue())
+        try:
+            created_by = current_caller().hashed_user
+        except Exception:  # noqa: BLE001 - outside a chat request (a script) there is no caller
+            created_by = ""
+        rows.append({"quote_number": number, "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                     "customer": customer, "region": code, "currency": currency,
+                     "lines": str(len(lines)), "net": f"{_money(net):.2f}", "tax": f"{_money(tax):.2f}",
+                     "total": f"{_money(total):.2f}", "valid_until": valid_until.isoformat(), "file": file_name,
+                     "created_by": created_by})
+        out = io.StringIO()
+        ledger_writer = csv.DictWriter(out, fieldnames=LEDGER_COLUMNS, lineterminator="\n")
+        ledger_writer.writeheader()
+        ledger_writer.writerows(rows)
+        atomic_write(ledger, out.getvalue())
+    return {"quote_number": number, "file": file_name, "customer": customer, "region": code, "currency": currency,
+            "lines": [{k: line[k] for k in ("sku", "name", "quantity", "net", "tax", "total")} for line in lines],
+            "net": _money(net), "tax": _money(tax), "total": _money(total), "valid_until": valid_until.isoformat(),
+            "note": f"The quote file {file_name} is attached to this conversation."}

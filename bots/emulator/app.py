@@ -236,6 +236,17 @@ class Emulator:
         control = controls[index] if isinstance(index, int) and 0 <= index < len(controls) else None
         return message, control
 
+    async def teams_action(self, request: web.Request) -> web.Response:
+        """The person presses an Action.Execute button on a Teams card (approvals): an adaptiveCard/action invoke."""
+        if request.headers.get(PAGE_HEADER) != "1":
+            raise web.HTTPForbidden(text="posts come from the emulator page only")
+        body = await request.json()
+        message = self.store.messages.get(str(body.get("message")))
+        if message is None or message["flavour"] != "teams" or message["author"] != "bot":
+            raise web.HTTPBadRequest(text="unknown message")
+        state = await self.teams.press_card_action(message, int(body.get("index", 0)), int(body.get("action", 0)))
+        return web.json_response({"state": state})
+
     async def file(self, request: web.Request) -> web.Response:
         """A file for the person's browser: images inline, everything else as a download."""
         stored = self.store.files.get(request.match_info["file_id"])
@@ -268,6 +279,7 @@ def mount_emulator(app: web.Application, settings: Settings, sandbox_reason: str
     app.router.add_post("/_emulator/consent", emulator.consent)
     app.router.add_post("/_emulator/slack/press", emulator.slack_press)
     app.router.add_post("/_emulator/slack/stop", emulator.slack_stop)
+    app.router.add_post("/_emulator/teams/action", emulator.teams_action)
     app.router.add_get("/_emulator/files/{file_id}/{name}", emulator.file)
     emulator.slack.mount(app)
     emulator.teams.mount(app)

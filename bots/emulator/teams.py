@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import json
 import logging
 import re
 from typing import Any
@@ -180,6 +181,35 @@ class TeamsSide:
         self.store.update(message)
         return card["state"]
 
+    async def press_card_action(self, message: dict[str, Any], index: int, action: int) -> str:
+        """The person pressed an Action.Execute button: Teams' adaptiveCard/action invoke; the bot answers with
+        the card to show instead (or a message only the presser sees)."""
+        cards = message.get("cards") or []
+        if not (0 <= index < len(cards)) or cards[index].get("kind") != "actions" \
+                or not (0 <= action < len(cards[index]["actions"])):
+            raise web.HTTPBadRequest(text="no such card button")
+        pressed = cards[index]["actions"][action]
+        activity = self._envelope(message["conversation"], None if message["conversation"] == s.DM
+                                  else (self.store.messages.get(message["thread"] or "") or {}).get("platform_id"),
+                                  self.store.teams_id())
+        activity.update({"type": "invoke", "name": "adaptiveCard/action", "replyToId": message["platform_id"],
+                         "value": {"action": {"type": "Action.Execute", "verb": pressed.get("verb"),
+                                              "data": pressed.get("data") or {}}, "trigger": "manual"}})
+        result = await self.deliver(activity, message["conversation"], message["thread"])
+        if result is None:
+            return "failed"
+        try:
+            answer = json.loads(result["body"] or "null") or {}
+        except ValueError:
+            answer = {}
+        if answer.get("type") == ADAPTIVE_CARD and isinstance(answer.get("value"), dict):
+            cards[index] = self._cards({"attachments": [{"contentType": ADAPTIVE_CARD, "content": answer["value"]}]})[0]
+            self.store.update(message, cards=cards)
+        elif answer.get("type") == "application/vnd.microsoft.activity.message":
+            self.store.notice("teams", message["conversation"], message["thread"],
+                              f"Only you can see this: {answer.get('value')}")
+        return "sent"
+
     # the bot's side: connector ---------------------------------------------------------------------
 
     def _locate(self, cid: str) -> tuple[str, dict[str, Any] | None] | None:
@@ -245,6 +275,9 @@ class TeamsSide:
                 url = str(att.get("contentUrl") or "")
                 cards.append({"kind": "image", "name": att.get("name") or "image",
                               "url": url if url.startswith("data:image/") else self._page_url(url)})
+            elif ctype == ADAPTIVE_CARD and _executes(content):
+                cards.append({"kind": "actions", "text": "\n\n".join(_card_lines(content)),
+                              "actions": _executes(content)})
             elif ctype in (ADAPTIVE_CARD, HERO_CARD):
                 cards.append({"kind": "text", "text": "\n".join(_card_texts(content))})
             else:
@@ -370,3 +403,21 @@ def _card_texts(node: Any) -> list[str]:
     if isinstance(node, list):
         return [t for item in node for t in _card_texts(item)]
     return []
+
+
+def _executes(card: dict) -> list[dict[str, Any]]:
+    """The card's Action.Execute buttons (approvals), as the page draws them."""
+    return [{"title": str(a.get("title") or "Button"), "verb": a.get("verb"), "data": a.get("data")}
+            for a in card.get("actions") or [] if isinstance(a, dict) and a.get("type") == "Action.Execute"]
+
+
+def _card_lines(card: dict) -> list[str]:
+    lines = []
+    for element in card.get("body") or []:
+        if not isinstance(element, dict):
+            continue
+        if element.get("type") == "TextBlock":
+            lines.append(str(element.get("text") or ""))
+        elif element.get("type") == "FactSet":
+            lines += [f"{f.get('title')}: {f.get('value')}" for f in element.get("facts") or [] if isinstance(f, dict)]
+    return lines

@@ -33,6 +33,7 @@ from agents.settings import Settings
 from agents.state import StoreUnavailable
 from agents.telemetry import request_span
 from bots.recovery import INTERRUPTION_NOTIFIERS, interrupted_message
+from bots.slack import approvals
 from bots.slack.delivery import with_credentials
 from bots.slack.files import attachments_from_event
 from bots.slack.actions import ACTION_PREFIX, COMMENT_CALLBACK, SlackActions
@@ -110,6 +111,7 @@ class SlackBot:
         self.app.event("app_home_opened")(self._on_app_home_opened)
         self.app.event("app_context_changed")(self._on_app_context_changed)
         self.actions = SlackActions(runner, tasks)
+        self.actions.register(approvals.ACTION_PREFIX, approvals.handler(runner))
         self.app.action(re.compile(f"^{re.escape(ACTION_PREFIX)}"))(self.actions.dispatch)
         self.app.action(re.compile(".*"))(self._ack_only)
         self.app.view(COMMENT_CALLBACK)(self.actions.comment_submitted)

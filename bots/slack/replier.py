@@ -27,8 +27,8 @@ from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from agents.telemetry import reply_span
-from agents.chat import FinalAnswer, StepUpdate, ThreadReplier
-from bots.slack import blocks as b
+from agents.chat import ApprovalDecision, ApprovalPrompt, FinalAnswer, StepUpdate, ThreadReplier
+from bots.slack import approvals, blocks as b
 from bots.slack.mrkdwn import MESSAGE_LIMIT, escape, neutralize, split_text, to_markdown, to_mrkdwn
 
 if TYPE_CHECKING:
@@ -303,6 +303,14 @@ class SlackReplier(ThreadReplier):
             self._stream_over = True
             await self._on_stream_error(exc)
             return False
+
+    # approvals -------------------------------------------------------------------------------------
+
+    async def approval(self, prompt: ApprovalPrompt) -> dict | None:
+        return await approvals.post_prompt(self, prompt)
+
+    async def approval_decided(self, prompt: ApprovalPrompt, decision: ApprovalDecision, handle: dict) -> None:
+        await approvals.show_decision(self.client, prompt, decision, handle)
 
     # internals -------------------------------------------------------------------------------------
 

@@ -42,6 +42,7 @@ from agents.state import StoreUnavailable
 from agents.telemetry import request_span
 from bots.recovery import INTERRUPTION_NOTIFIERS, interrupted_message
 from bots.tasks import BackgroundTasks
+from bots.teams import approvals
 from bots.teams.files import PendingUploads, UploadFailed, file_info_card, inbound_attachments, upload
 from bots.teams.graph import GraphClient, GraphError, MessageLocation
 from bots.teams.invokes import Invokes, unsupported_invoke
@@ -172,6 +173,7 @@ class TeamsBot:
         self.invokes = Invokes({
             "fileConsent/invoke": self._on_file_consent,
             "message/submitAction": self._on_submit_action,
+            approvals.INVOKE_NAME: lambda activity: approvals.on_invoke(self, activity),
         })
         company = getattr(runner, "company", None)
         self._wanted_groups = frozenset(g for d in getattr(company, "departments", {}).values()

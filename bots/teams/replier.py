@@ -32,9 +32,9 @@ from typing import Awaitable, Callable
 
 from botbuilder.schema import Activity, ActivityTypes, Attachment, Entity
 
-from agents.chat import FinalAnswer, OutputFile, Source, StepUpdate, ThreadReplier
+from agents.chat import ApprovalDecision, ApprovalPrompt, FinalAnswer, OutputFile, Source, StepUpdate, ThreadReplier
 from agents.departments import SensitivityLabel
-from bots.teams import text as fmt
+from bots.teams import approvals, text as fmt
 from bots.teams.files import PendingUploads, consent_card
 from bots.teams.outbound import ConversationSender, SendFailed
 
@@ -222,6 +222,12 @@ class TeamsReplier(ThreadReplier):
                     await self._sender.send(message_activity(text))
             except SendFailed as exc:
                 log.error("teams: could not deliver an error message: %s", exc)
+
+    async def approval(self, prompt: ApprovalPrompt) -> dict | None:
+        return await approvals.post_prompt(self._sender, prompt)
+
+    async def approval_decided(self, prompt: ApprovalPrompt, decision: ApprovalDecision, handle: dict) -> None:
+        await approvals.show_decision(self._sender, prompt, decision, handle)
 
     # -- progress -----------------------------------------------------------------------------------------
 

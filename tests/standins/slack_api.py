@@ -131,6 +131,44 @@ class SlackAPI(SlackSide):
         return self._file_object(stored)
 
 
+def _blocks(message: Message) -> list[dict]:
+    return [b for b in message.raw.get("blocks") or [] if isinstance(b, dict)]
+
+
+def buttons(message: Message) -> dict[str, dict]:
+    """The buttons of a Block Kit message by action_id (what a person could press)."""
+    return {e["action_id"]: e for b in _blocks(message) if b.get("type") == "actions" for e in b.get("elements", [])}
+
+
+def block_text(message: Message) -> str:
+    """The visible text of a message's blocks."""
+    parts = []
+    for block in _blocks(message):
+        if isinstance(block.get("text"), dict):
+            parts.append(block["text"].get("text", ""))
+        parts += [e.get("text", "") for e in block.get("elements", []) if block.get("type") == "context"]
+    return "\n".join(parts)
+
+
+def block_actions(message: Message, action_id: str, *, user: str = "U0ALICE", name: str = "alice",
+                  team_id: str = TEAM_ID) -> dict:
+    """The interactivity payload Slack posts when `user` presses the button `action_id` on `message`."""
+    button = buttons(message)[action_id]
+    return {
+        "type": "block_actions", "user": {"id": user, "username": name, "name": name, "team_id": team_id},
+        "api_app_id": "A0AGENTS", "token": "legacy-verification-token",
+        "container": {"type": "message", "message_ts": message.ts, "channel_id": message.channel,
+                      "is_ephemeral": False, "thread_ts": message.thread_ts},
+        "trigger_id": f"{int(time.time())}.1.abc", "team": {"id": team_id, "domain": "acme"},
+        "channel": {"id": message.channel, "name": "general"},
+        "message": {"type": "message", "ts": message.ts, "thread_ts": message.thread_ts, "text": message.text,
+                    "bot_id": BOT_ID, "blocks": _blocks(message)},
+        "response_url": "https://hooks.slack.invalid/actions/T0/1/xyz",
+        "actions": [{"type": "button", "action_id": action_id, "block_id": "b", "value": button.get("value"),
+                     "text": button.get("text"), "action_ts": f"{time.time():.6f}"}],
+    }
+
+
 # Events API --------------------------------------------------------------------------------------------
 
 
@@ -217,6 +255,16 @@ class EventSender:
         if retry_num is not None:
             headers["X-Slack-Retry-Num"] = str(retry_num)
             headers["X-Slack-Retry-Reason"] = "http_timeout"
+        return await self.post_raw(body, headers)
+
+    async def interaction(self, payload: dict, *, timestamp: int | None = None,
+                          secret: str | None = None) -> tuple[int, str]:
+        """An interactivity request (button press): form-encoded `payload=<json>`, signed like events."""
+        from urllib.parse import urlencode
+
+        body = urlencode({"payload": json.dumps(payload)})
+        headers = sign(secret or self.secret, body, timestamp)
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
         return await self.post_raw(body, headers)
 
     async def event(self, event: dict, **kwargs: Any) -> tuple[int, str]:

@@ -201,3 +201,20 @@ def file_consent_invoke(service_url: str, conversation_id: str, reply_to: str, c
                            **({"uploadInfo": upload_info} if upload_info else {})})
     body.pop("text")
     return body
+
+
+def card_action_invoke(service_url: str, conversation: dict, reply_to: str, data: dict,
+                       sender: dict | None = None, verb: str = "agentdesk_approval") -> dict:
+    """The invoke Teams sends when a person presses an Action.Execute button on a bot's Adaptive Card."""
+    body = activity(service_url, "", conversation=conversation, type="invoke", name="adaptiveCard/action",
+                    replyToId=reply_to, value={"action": {"type": "Action.Execute", "verb": verb, "data": data},
+                                               "trigger": "manual"})
+    body.pop("text")
+    if sender is not None:
+        body["from"] = sender
+    return body
+
+
+def adaptive_cards(call: Call) -> list[dict]:
+    return [a.get("content") or {} for a in (call.body or {}).get("attachments") or ()
+            if a.get("contentType") == "application/vnd.microsoft.card.adaptive"]

@@ -115,9 +115,19 @@ function markdownToHtml(text) {
   }).join("");
 }
 
+function blocksHtml(m) {
+  // Block Kit sections and context lines as Slack draws them (buttons are drawn by controlsHtml).
+  return m.blocks.map((b) => {
+    if (b.type === "section" && b.text) return `<div class="block-section">${slackToHtml(b.text.text || "")}</div>`;
+    if (b.type === "context") return `<div class="block-context">${(b.elements || []).map((e) => slackToHtml(e.text || "")).join(" ")}</div>`;
+    return "";
+  }).join("");
+}
+
 function bodyHtml(m) {
   // Slack's markdown block and a stream's markdown_text are standard Markdown; everything else is mrkdwn
   if (m.flavour === "slack" && m.author === "bot" && (m.markdown || m.format === "markdown")) return markdownToHtml(m.markdown || m.text);
+  if (m.flavour === "slack" && m.author === "bot" && (m.blocks || []).some((b) => b.type === "section")) return blocksHtml(m);
   if (m.flavour === "slack" && m.author !== "emulator") return slackToHtml(m.text);
   if (m.author === "emulator") return esc(m.text);
   return markdownToHtml(m.text);
@@ -161,6 +171,10 @@ function cardHtml(m, card, index) {
     return `<a class="file-image"><img src="${esc(card.url)}" alt="${esc(card.name)}"><span>${esc(card.name)}</span></a>`;
   }
   if (card.kind === "text") return `<div class="card">${markdownToHtml(card.text)}</div>`;
+  if (card.kind === "actions") {
+    return `<div class="card action-card">${markdownToHtml(card.text)}<div class="card-actions">${card.actions.map((a, i) =>
+      `<button type="button" data-card-action="${i}" data-message="${esc(m.id)}" data-index="${index}">${esc(a.title)}</button>`).join("")}</div></div>`;
+  }
   return `<div class="card">Attachment ${esc(card.content_type || "")} ${esc(card.name || "")}</div>`;
 }
 
@@ -202,7 +216,8 @@ function messageHtml(m, inThread) {
   const name = m.author === "user" ? state.config.person : m.author === "bot" ? state.config.bot : "Emulator";
   const initial = name[0].toUpperCase();
   const time = new Date(m.time * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-  const badge = m.author === "bot" ? `<span class="badge">${m.flavour === "slack" ? "APP" : "Bot"}</span>` : "";
+  const badge = (m.author === "bot" ? `<span class="badge">${m.flavour === "slack" ? "APP" : "Bot"}</span>` : "") +
+    (m.ephemeral ? '<span class="edited">Only visible to you</span>' : "");
   const replies = [...state.messages.values()].filter((r) => r.thread === m.id).length;
   let threadLink = "";
   if (!inThread && canThread(m)) {
@@ -389,6 +404,14 @@ function setup() {
         alert(`The emulator could not press that: ${err.message}`);
       }
       target.disabled = false;
+      return;
+    } else if (target.dataset.cardAction) {
+      target.disabled = true;
+      try {
+        await post("/_emulator/teams/action", { message: target.dataset.message, index: Number(target.dataset.index), action: Number(target.dataset.cardAction) }, true);
+      } catch (err) {
+        alert(`The emulator could not press that button: ${err.message}`);
+      }
       return;
     } else if (target.dataset.consent) {
       target.disabled = true;
