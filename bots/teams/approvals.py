@@ -17,6 +17,7 @@ from botbuilder.core import TurnContext
 from botbuilder.schema import Activity, ActivityTypes, Attachment
 
 from agents.chat import ApprovalDecision, ApprovalPrompt
+from bots.teams.invokes import unsupported_invoke
 from bots.teams.outbound import ConversationSender, SendFailed
 
 if TYPE_CHECKING:
@@ -119,9 +120,8 @@ async def on_invoke(bot: "TeamsBot", activity: Activity) -> web.Response:
     value = activity.value if isinstance(activity.value, dict) else {}
     action = value.get("action") if isinstance(value.get("action"), dict) else {}
     data = action.get("data") if isinstance(action.get("data"), dict) else {}
-    if action.get("verb") != VERB or activity.from_property is None:
-        return web.json_response({"statusCode": 400, "type": "application/vnd.microsoft.error",
-                                  "value": {"code": "BadRequest", "message": "unknown card action"}}, status=200)
+    if action.get("verb") != VERB or activity.from_property is None:  # not an approval button
+        return unsupported_invoke(activity)
     user = activity.from_property.aad_object_id or activity.from_property.id
     approval_id = str(data.get("approval_id") or "")
     ok, message = await bot.runner.decide_approval(approval_id, "teams", user, (), str(data.get("decision") or ""),
