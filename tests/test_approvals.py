@@ -473,3 +473,47 @@ def test_create_quote_numbers_quotes_writes_the_file_and_the_ledger(tmp_path):
     ledger = (sales / "quotes.csv").read_text().splitlines()
     assert len(ledger) == 3 and ledger[1].startswith(f"Q-{year}-0001,") and "Fabrikam" in ledger[2]
     assert not list(sales.glob(".quotes.csv.*.tmp")), "a temporary file was left behind"
+
+
+def test_a_pending_approval_in_redis_is_decided_by_another_replica_once(tmp_path):
+    """Shared store: the waiting worker and the replica that takes the click have separate connections and
+    no in-process wake-up; the decision reaches the waiting call through Redis, and only once."""
+    from agents.state.redis import RedisStore
+    from tests.topology import RedisServer
+
+    redis = RedisServer(tmp_path / "redis")
+    redis.start()
+
+    async def scenario():
+        worker_store, web_store, other_web = RedisStore(redis.url), RedisStore(redis.url), RedisStore(redis.url)
+        replier = ApprovingReplier()
+        gate = approvals.ApprovalGate(store=worker_store, request=chat_request("hr: book", user="U_ALICE"),
+                                      department="hr", task_id="t-redis", replier=replier,
+                                      loop=asyncio.get_running_loop(), waiters={}, redact=lambda text: text)
+        await worker_store.task_started("t-redis", chat_request("hr: book", user="U_ALICE"))
+        waiting = asyncio.ensure_future(asyncio.to_thread(
+            gate.wait_for_approval, "book_leave", {"start": "2030-01-02"}, approvals.ToolPolicy(timeout_s=30)))
+        for _ in range(200):
+            if replier.prompts:
+                break
+            await asyncio.sleep(0.05)
+        approval_id = replier.prompts[0].approval_id
+        refused = await approvals.decide(web_store, {}, approval_id, platform="slack", user="U_MALLORY",
+                                         decision="approve")
+        accepted = await approvals.decide(web_store, {}, approval_id, platform="slack", user="U_ALICE",
+                                          decision="approve", user_name="Alice")
+        replay = await approvals.decide(other_web, {}, approval_id, platform="slack", user="U_ALICE",
+                                        decision="deny")
+        decision = await asyncio.wait_for(waiting, 10)
+        for store in (worker_store, web_store, other_web):
+            await store.close()
+        return refused, accepted, replay, decision, replier
+
+    try:
+        refused, accepted, replay, decision, replier = asyncio.run(scenario())
+    finally:
+        redis.stop()
+    assert not refused[0] and "can't approve" in refused[1]
+    assert accepted[0] and not replay[0] and "already approved by Alice" in replay[1]
+    assert decision.status == "approved" and decision.by == "U_ALICE"
+    assert [d.status for _, d, _ in replier.decisions] == ["approved"]
