@@ -75,7 +75,8 @@ runtimes = config.setdefault("runtimes", {})
 if "runsc" in runtimes:
     print(f"[ensure_docker] gVisor: {path} already has a runsc runtime; kept as is")
     sys.exit(0)
-runtimes["runsc"] = {"path": runsc, "runtimeArgs": ["--platform=ptrace", "--network=none"]}
+# --oci-seccomp: enforce the sandbox's own seccomp profile inside gVisor too (SECURITY.md, "The seccomp profile")
+runtimes["runsc"] = {"path": runsc, "runtimeArgs": ["--platform=ptrace", "--network=none", "--oci-seccomp"]}
 os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
 fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".daemon.json.")
 with os.fdopen(fd, "w") as f:

@@ -19,6 +19,8 @@ count against the container's memory limit.)
 from __future__ import annotations
 
 import datetime
+import functools
+import json
 import logging
 import os
 import socket
@@ -38,7 +40,7 @@ from docker.types import DriverConfig, LogConfig, Mount, Ulimit
 
 from agents.sandbox.base import SandboxUnavailable
 from agents.sandbox.channel import ByteStream, ChannelBreach, ChannelError, ChannelGone, ChannelTimeout, FrameChannel
-from agents.sandbox.executor import SandboxExecutionError, SandboxExecutor, SandboxInstance, SandboxLimits
+from agents.sandbox.executor import SandboxExecutionError, SandboxInstance, SandboxLimits
 from agents.sandbox.outputs import extract_output_archive, pack_output_folder
 from agents.sandbox.pool import READY_TIMEOUT_S, SandboxBackend, SandboxPool
 from agents.settings import Settings
@@ -54,13 +56,11 @@ OUTPUT_ENTRIES = 1_024  # files and folders in OUTPUT_DIR (the tmpfs inode limit
 MIN_OUTPUT_MB = 16
 GVISOR_TASKS_PER_PROCESS = 8  # runsc: cgroup pids limit per allowed guest process (Sentry threads, ptrace stubs)
 ARCHIVE_CHUNK = 1 << 20
+#: The product's own seccomp profile (Docker's default, tightened: see the file's comment and SECURITY.md).
+SECCOMP_PROFILE = Path(__file__).with_name("seccomp.json")
 _ERRORS = (DockerException, requests.RequestException, OSError)
 
-#: The executor of a Docker sandbox is the shared one; the name stays for readers of older code.
-DockerSandbox = SandboxExecutor
-
-__all__ = ["DockerBackend", "DockerContainer", "DockerSandbox", "DockerSandboxProvider", "SandboxExecutionError",
-           "output_limit_bytes"]
+__all__ = ["DockerBackend", "DockerContainer", "DockerSandboxProvider", "SandboxExecutionError", "output_limit_bytes"]
 
 
 def _docker_host() -> str:
@@ -82,6 +82,12 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+@functools.lru_cache(maxsize=1)
+def _seccomp_profile() -> str:
+    """The profile as the Engine API takes it: the JSON text itself (the CLI reads the file the same way)."""
+    return json.dumps(json.loads(SECCOMP_PROFILE.read_text()), separators=(",", ":"))
 
 
 class DockerAttachStream(ByteStream):
@@ -323,7 +329,7 @@ class DockerBackend(SandboxBackend):
             read_only=True,
             tmpfs={"/tmp": "rw,noexec,nosuid,nodev,size=64m,nr_inodes=4096"},
             cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
+            security_opt=["no-new-privileges", f"seccomp={_seccomp_profile()}"],
             pids_limit=pids,
             mem_limit=memory,
             memswap_limit=memory,

@@ -255,8 +255,11 @@ class SandboxExecutor(Sandbox):
         """Copy OUTPUT_DIR to host_output_dir now (the agent has stopped); notices for the person."""
         if self._closed:
             return []
-        with self._step():
-            return self._outputs.finish(self._instance)
+        try:
+            with self._step():
+                return self._outputs.finish(self._instance)
+        except SandboxExecutionError:  # cleaned up meanwhile: the task has ended
+            return []
 
     # -- instances -----------------------------------------------------------------------------------
     def _replace(self, save_outputs: bool) -> None:
@@ -277,7 +280,8 @@ class SandboxExecutor(Sandbox):
         try:
             self._ensure_instance()
         except SandboxExecutionError as exc:
-            log.error("could not restart a sandbox: %s", exc)
+            if not self._closed:
+                log.error("could not restart a sandbox: %s", exc)
 
     def _ensure_instance(self) -> None:
         if self._instance is not None:
@@ -300,6 +304,8 @@ class SandboxExecutor(Sandbox):
             self._source.retire(instance, wait=True)
             raise SandboxExecutionError(f"the sandbox could not be restarted: {exc}") from None
         self._instance = instance
+        if self._closed:  # cleaned up while this one was starting: the step's exit removes it
+            raise SandboxExecutionError("The task was stopped, so this step was cut short.")
 
     # -- cleanup -------------------------------------------------------------------------------------
     class _StepGuard:

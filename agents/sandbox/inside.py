@@ -73,7 +73,10 @@ class Channel:
         self._buf = b""
 
     def send(self, message: dict) -> None:
-        self._out.write(json.dumps(message, ensure_ascii=True).encode() + b"\n")
+        # A raw write may be partial (gVisor's pipes take 64 KB at a time): loop until the line is out.
+        view = memoryview(json.dumps(message, ensure_ascii=True).encode() + b"\n")
+        while view:
+            view = view[self._out.write(view):]
 
     def receive(self) -> dict | None:
         while b"\n" not in self._buf:
