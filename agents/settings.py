@@ -209,7 +209,7 @@ ENVIRONMENT = {
     "HF_TOKEN": "Hugging Face token, used when MODEL_API_BASE is unset",
     "MODEL_TIMEOUT_S": "seconds per model call (default 120)",
     "MODEL_MAX_RETRIES": "retries on 429/5xx/timeouts with backoff (default 4)",
-    "MODEL_FLATTEN_MESSAGES": "auto (default: detected per endpoint), 1 or 0: send each message as one string",
+    "MODEL_FLATTEN_MESSAGES": "auto (default: text-only messages as plain strings), 1 (always) or 0 (never)",
     "MODEL_CODE_TAGS": "markdown or xml: how code agents fence code (default xml <code>; markdown suits small models)",
     "MODEL_TEMPERATURE": "sampling temperature (default: the server's; dropped where a model refuses it)",
     "MODEL_MAX_TOKENS": "longest reply (sent as max_completion_tokens where a server wants that)",
