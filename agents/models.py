@@ -1,9 +1,11 @@
 """The model behind every agent: any OpenAI-compatible endpoint, or Hugging Face inference.
 
 OpenAI-compatible servers differ in what they accept, so the client adapts once per endpoint and
-remembers it for the life of the process (MODEL_FLATTEN_MESSAGES=auto, the default):
-- a server that rejects `content` as a list of parts (llama-cpp-python, some vLLM/TGI builds) gets every
-  message flattened to one string; MODEL_FLATTEN_MESSAGES=1 does that from the first request, =0 never;
+remembers it for the life of the process:
+- MODEL_FLATTEN_MESSAGES=auto (the default) sends text-only conversations as plain strings, which every
+  server accepts and loses nothing (llama-cpp-python 0.3.36 answers a part list with HTTP 500 and then hangs,
+  so detecting by refusal is not safe there); only a conversation with images is sent as part lists, and a
+  server that refuses those is remembered and gets them flattened. =1 always flattens, =0 never;
 - a reasoning model that refuses `temperature` gets none; one that wants `max_completion_tokens` instead
   of `max_tokens` gets that; one that refuses `stop` gets none (smolagents then cuts the reply itself).
 Each adaptation costs one refused request the first time and is logged.
@@ -55,6 +57,14 @@ def _adaptation(error: openai.APIStatusError, known: set[str], kwargs: dict) -> 
     return None
 
 
+def _has_images(messages) -> bool:
+    for message in messages or ():
+        content = message.get("content") if isinstance(message, dict) else getattr(message, "content", None)
+        if isinstance(content, list) and any(isinstance(p, dict) and p.get("type") != "text" for p in content):
+            return True
+    return False
+
+
 class CompatibleModel(OpenAIServerModel):
     """OpenAIServerModel that adapts to what its server accepts (see the module docstring)."""
 
@@ -83,7 +93,8 @@ class CompatibleModel(OpenAIServerModel):
 
     def _prepare_completion_kwargs(self, *args, **kwargs) -> dict:
         learned = self.learned
-        if FLATTEN in learned:
+        messages = kwargs.get("messages", args[0] if args else [])
+        if FLATTEN in learned or (self._auto and not _has_images(messages)):
             kwargs["flatten_messages_as_text"] = True
         completion = super()._prepare_completion_kwargs(*args, **kwargs)
         if NO_TEMPERATURE in learned:

@@ -132,7 +132,7 @@ class Settings:
     model_timeout_s: float = setting("MODEL_TIMEOUT_S", 120.0, "seconds per model call (default 120)")
     model_max_retries: int = setting("MODEL_MAX_RETRIES", 4, "retries on 429/5xx/timeouts with backoff (default 4)")
     model_flatten_messages: str = setting(
-        "MODEL_FLATTEN_MESSAGES", "auto", "auto (default: detected per endpoint), 1 or 0: send each message as one string",
+        "MODEL_FLATTEN_MESSAGES", "auto", "auto (default: text-only messages as plain strings), 1 (always) or 0 (never)",
         choices=("auto", "1", "0"))
     model_code_tags: str | None = setting(
         "MODEL_CODE_TAGS", None, "markdown or xml: how code agents fence code (default xml <code>; markdown suits "

@@ -23,10 +23,12 @@ from dataclasses import dataclass, field
 
 AFTER_TEXT = "step two ran after the attack"
 
-#: Defines R, attempt() and CID (the container id, read from the container's own /etc/hostname mount).
+#: Gives the code what an attacker would use (os, ctypes, socket, subprocess, open, bytes) and defines R,
+#: attempt() and CID (the container id, read from the container's own /etc/hostname mount).
 PRELUDE = textwrap.dedent(
     """
-    import json, os
+    import builtins, ctypes, json, os, socket, subprocess
+    open, bytes = builtins.open, builtins.bytes  # an attacker's full Python: the container must hold, not the interpreter
     R = {}
     def attempt(name, fn):
         try:
@@ -330,11 +332,11 @@ ATTACKS: list[Attack] = [
     Attack("res-memory-bomb", "resources", "blob = b'A' * (4 * 1024 ** 3)\nprint(len(blob))",
            step_error=r"(?s).*ran out of memory \(\d+ MB\).*restarted.*"),
     Attack("res-cpu-spin-in-c", "resources", "import itertools\ntotal = sum(itertools.count())",
-           step_error=r"(?s).*timed out after 5 s.*restarted.*", department="locked", prelude=False),
+           step_error=r"(?s).*timed out after 10 s.*restarted.*", department="locked", prelude=False),
     Attack("res-redos", "resources", "import re\nre.match(r'(a+)+$', 'a' * 64 + 'b')",
-           step_error=r"(?s).*timed out after 5 s.*restarted.*", department="locked", prelude=False),
+           step_error=r"(?s).*timed out after 10 s.*restarted.*", department="locked", prelude=False),
     Attack("res-sleep", "resources", "import time\ntime.sleep(600)",
-           step_error=r"(?s).*timed out after 5 s.*restarted.*", department="locked", prelude=False),
+           step_error=r"(?s).*timed out after 10 s.*restarted.*", department="locked", prelude=False),
     _probe(
         "res-disk-tmp", "resources",
         """
@@ -425,6 +427,76 @@ ATTACKS: list[Attack] = [
     ),
     Attack("life-segfault", "lifecycle", "import ctypes\nctypes.string_at(0)",
            step_error=r"(?s).*ended unexpectedly \(exit code 139\).*restarted.*", prelude=False),
+    # -- round 2: the bridge, syscalls, teardown (issue 16) ------------------------------------------------
+    Attack(
+        "bridge-frame-flood", "bridge",
+        # tool-call frames written straight onto the runner's stdout copy (fd 4), replies drained slowly so
+        # each of the host's writes blocks and then succeeds: used to stretch a 5 s step without limit
+        """
+        import threading, time
+        frame = b'{"type": "tool_call", "name": "whoami", "kwargs": {}}\\n'
+        def drain():
+            while True:
+                time.sleep(0.2)
+                os.read(3, 4096)
+        threading.Thread(target=drain, daemon=True).start()
+        for i in range(1000000):
+            os.write(4, frame)
+        """,
+        step_error=r"(?s).*(before its tool call was answered|timed out after 10 s).*restarted.*",
+    ),
+    _probe(
+        "sys-kernel-surface", "syscalls",
+        """
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        def refused(nr, *args):
+            def call():
+                ctypes.set_errno(0)
+                if libc.syscall(nr, *args) == -1:
+                    raise OSError(ctypes.get_errno(), "refused")
+                return "allowed"
+            return call
+        attempt("io_uring_setup", refused(425, 1, None))
+        attempt("memfd_create", refused(319, b"dropped", 0))
+        attempt("execveat", refused(322, -1, b"", None, None, 0))
+        attempt("userfaultfd", refused(323, 0))
+        attempt("keyctl", refused(250, 0, 0, 0, 0, 0))
+        attempt("bpf", refused(321, 0, None, 0))
+        attempt("perf_event_open", refused(298, None, 0, -1, -1, 0))
+        attempt("ptrace", refused(101, 0, 0, 0, 0))
+        attempt("vsock", lambda: socket.socket(40, socket.SOCK_STREAM).close())
+        attempt("af_alg", lambda: socket.socket(38, socket.SOCK_SEQPACKET).close())
+        import mmap
+        def map_exec():
+            fd = os.open("/tmp/blob", os.O_RDWR | os.O_CREAT, 0o700)
+            try:
+                os.write(fd, bytes(4096))
+                mmap.mmap(fd, 4096, prot=mmap.PROT_READ | mmap.PROT_EXEC).close()
+            finally:
+                os.close(fd)
+            return "mapped"
+        attempt("tmp_mmap_exec", map_exec)
+        """,
+        io_uring_setup=r"PermissionError 1", memfd_create=r"PermissionError 1", execveat=r"PermissionError 1",
+        userfaultfd=r"PermissionError 1", keyctl=r"PermissionError 1", bpf=r"PermissionError 1",
+        perf_event_open=r"PermissionError 1", ptrace=r"PermissionError 1", vsock=r"PermissionError 1",
+        af_alg=r"PermissionError 1", tmp_mmap_exec=r"PermissionError 1",
+    ),
+    _probe(
+        "teardown-stdout-flood", "lifecycle",
+        # after its answer the sandbox floods the runner's stdout: removing it used to wait 60 s for the client
+        """
+        import threading, time
+        def flood():
+            time.sleep(0.5)
+            while True:
+                os.write(4, b"x" * 65536)
+        threading.Thread(target=flood, daemon=True).start()
+        attempt("flood", lambda: "started")
+        """,
+        flood=r"OK started",
+    ),
     # -- deserialization -------------------------------------------------------------------------------
     Attack(
         "pickle-object-answer", "deserialization",

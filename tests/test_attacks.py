@@ -60,21 +60,21 @@ COMPANY = textwrap.dedent(
     tools = ["tests.company_tools:whoami"]
     authorized_imports = []
     max_steps = 2
-    step_timeout_s = 5
+    step_timeout_s = 10
 
     [departments.open]
     description = "Attack target: every import authorized"
     tools = ["tests.company_tools:whoami"]
     authorized_imports = ["os"]
     max_steps = 2
-    step_timeout_s = 5
+    step_timeout_s = 10
 
     [departments.gated]
     description = "Attack target: a write tool that needs the requester's approval"
     tools = ["tests.company_tools:whoami", "agents.tools.hr:book_leave"]
     authorized_imports = ["os"]
     max_steps = 2
-    step_timeout_s = 5
+    step_timeout_s = 10
     data_dir = "hr"
 
     [departments.gated.tool_policy."agents.tools.hr:book_leave"]
@@ -273,6 +273,31 @@ def _outcomes(attack: Attack, replier: RecordingReplier) -> dict:
         raise AssertionError(f"{attack.id}: expected the probe's JSON verdicts, got: {_visible(replier)[-3000:]}") from None
 
 
+#: attack id -> "interpreter" (smolagents' interpreter refused the code before the OS saw it) or "container"
+#: (the code ran as written and the container held); printed at the end of the module.
+VERDICTS: dict[str, str] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def attack_figure(request):
+    """Report how many attacks the interpreter stopped and how many reached the container and were contained."""
+    yield
+    if not VERDICTS:
+        return
+    by = {kind: sorted(a for a, v in VERDICTS.items() if v == kind) for kind in ("interpreter", "container")}
+    lines = [f"attack suite: {len(VERDICTS)} attacks contained; {len(by['container'])} reached the operating system "
+             f"and were contained by the container, {len(by['interpreter'])} were refused by the interpreter first",
+             f"  refused by the interpreter: {', '.join(by['interpreter']) or '-'}"]
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        print("\n" + "\n".join(lines))
+
+
+def _verdict(replier: RecordingReplier) -> str:
+    seen = _visible(replier)
+    return "interpreter" if "InterpreterError" in seen else "container"
+
+
 @pytest.mark.parametrize("attack", ALL, ids=[a.id for a in ALL])
 def test_attack_is_contained(desk: Desk, attack: Attack, caplog):
     caplog.set_level(logging.DEBUG)
@@ -307,6 +332,7 @@ def test_attack_is_contained(desk: Desk, attack: Attack, caplog):
     assert_no_secrets(desk, replier, caplog)
     _await_only_warm_pool(desk, cid)
     assert_healthy(desk)
+    VERDICTS[attack.id] = _verdict(replier)
 
 
 def _check_specific(attack: Attack, desk: Desk, replier: RecordingReplier) -> None:

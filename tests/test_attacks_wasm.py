@@ -49,10 +49,13 @@ WASM_EXPECT: dict[str, dict[str, str]] = {
 }
 #: Step errors that mean "contained" for attacks that take their step down.
 WASM_STEP_ERROR: dict[str, str] = {
+    # Pyodide has no threads: the flooding thread cannot start (and a flood from the step itself would be
+    # cut by the step's byte cap or timeout, as with Docker)
+    "bridge-frame-flood": r"(?s).*(can't start new thread|before its tool call was answered|timed out after 10 s).*",
     "res-memory-bomb": r"(?s).*(MemoryError|OverflowError|memory).*",
-    "res-cpu-spin-in-c": r"(?s).*timed out after 5 s.*restarted.*",
-    "res-redos": r"(?s).*timed out after 5 s.*restarted.*",
-    "res-sleep": r"(?s).*timed out after 5 s.*restarted.*",
+    "res-cpu-spin-in-c": r"(?s).*timed out after 10 s.*restarted.*",
+    "res-redos": r"(?s).*timed out after 10 s.*restarted.*",
+    "res-sleep": r"(?s).*timed out after 10 s.*restarted.*",
 }
 #: Docker expectations with no Wasm counterpart, and why (the backend-independent checks still run).
 NOT_APPLICABLE: dict[str, str] = {
@@ -67,6 +70,10 @@ NOT_APPLICABLE: dict[str, str] = {
     "res-disk-output-dir": "OUTPUT_DIR is in-memory (bounded by SANDBOX_MEMORY_MB); the host caps what it copies "
                            "out at the same output limit (tests/test_sandbox_backends.py)",
     "life-orphan": "Pyodide cannot fork, so there is nothing to orphan",
+    "sys-kernel-surface": "raw syscalls (io_uring, bpf, keyctl, ...) do not exist in wasm: there is no kernel "
+                          "below the interpreter, only Emscripten's emulation inside the process",
+    "teardown-stdout-flood": "the flood needs a thread, and Pyodide has none; the check that teardown is not "
+                             "held by a flooding sandbox is the no-process-left check every attack gets",
     "life-segfault": "a null read in wasm reads linear memory instead of faulting: no crash to observe",
     "net-egress-registries/dns": "Emscripten answers getaddrinfo with a made-up local address without any "
                                  "lookup (Deno has no network permission); the connections that follow fail",

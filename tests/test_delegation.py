@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from agents.models import FLATTEN, MAX_COMPLETION_TOKENS, NO_STOP, NO_TEMPERATURE
+from agents.models import MAX_COMPLETION_TOKENS, NO_STOP, NO_TEMPERATURE
 from agents.runner import TaskRunner
 from agents.telemetry import flush_tracing, setup_tracing, shutdown_tracing
 from tests.standins.model_server import ModelServer, ScriptedModel, code_reply, tool_reply
@@ -201,11 +201,11 @@ async def test_a_strict_server_that_rejects_part_lists_is_answered_after_flatten
     assert replier.answer.text == again.answer.text != ""
     assert all(isinstance(m["content"], str) for r in answered for m in r["messages"])
     assert all(refused.isdisjoint(r) and r["max_completion_tokens"] == 300 for r in answered)
-    # Learned once per endpoint: a part-list refusal only in auto mode, one refusal per parameter, then none.
-    kinds = ["parts" if any(isinstance(m["content"], list) for m in r["messages"]) else
-             min(refused & set(r)) for r in server.model.refused]
-    assert kinds == (["parts"] if flatten == "auto" else []) + ["max_tokens", "stop", "temperature"]
-    assert {FLATTEN, NO_TEMPERATURE, MAX_COMPLETION_TOKENS, NO_STOP} <= _learned(server.base_url, f"strict-{flatten}")
+    # Text-only conversations never go out as part lists (auto flattens them losslessly, like =1), and each
+    # refused parameter costs one refusal per endpoint, then none.
+    assert not any(isinstance(m["content"], list) for r in server.model.refused for m in r["messages"])
+    assert [min(refused & set(r)) for r in server.model.refused] == ["max_tokens", "stop", "temperature"]
+    assert {NO_TEMPERATURE, MAX_COMPLETION_TOKENS, NO_STOP} <= _learned(server.base_url, f"strict-{flatten}")
 
 
 def _learned(base_url: str, model_id: str) -> set[str]:

@@ -64,3 +64,24 @@ def test_marketing_says_it_cannot_run_in_the_wasm_sandbox(tmp_path, model_server
     assert "The marketing department can't run here: it needs matplotlib, matplotlib.pyplot, numpy, pandas" in out
     assert "(wasm)" in out and "Traceback" not in out
     assert model_server.model.requests[before:] == []  # refused before any model call or sandbox
+
+
+def test_dev_chooses_wasm_without_docker_and_local_only_when_asked(tmp_path, monkeypatch):
+    import dataclasses
+
+    from bots.emulator.app import Emulator
+    from bots.emulator.dev import choose_sandbox, emulator_settings
+    from tests.support import make_settings
+
+    require_wasm_sandbox()
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker-here.sock")
+    said: list[str] = []
+    settings = make_settings(tmp_path, None)
+    assert settings.sandbox == "docker"  # the default: Docker first
+    sandbox, reason = choose_sandbox(settings, said.append)
+    assert sandbox == "wasm" and "Docker engine is not reachable" in reason
+    assert any(line.startswith("NOTE: ") and "WebAssembly sandbox" in line for line in said), said
+    banners = Emulator(emulator_settings(settings, sandbox=sandbox), reason).banners
+    assert any("WebAssembly sandbox" in b.title for b in banners)
+    assert choose_sandbox(dataclasses.replace(settings, sandbox="local"), said.append)[0] == "local"
+    assert choose_sandbox(dataclasses.replace(settings, sandbox="wasm"), said.append)[0] == "wasm"

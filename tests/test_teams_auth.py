@@ -90,10 +90,19 @@ def token(key, **overrides) -> str:
 
 
 class RecordingRunner:
-    """Stands in for TaskRunner: records what reached it (nothing forged may)."""
+    """Stands in for TaskRunner: records what reached it (nothing forged may); dedupe uses a real store."""
 
-    def __init__(self) -> None:
+    role = "all"
+    draining = False
+
+    def __init__(self, data_dir) -> None:
+        from agents.state.sqlite import SqliteStore
+
         self.requests = []
+        self.store = SqliteStore(data_dir)
+
+    def register_platform(self, platform, replier_for, prepare=None) -> None:
+        return None
 
     async def handle(self, request, replier) -> None:
         self.requests.append(request)
@@ -119,10 +128,13 @@ async def serve_bot(tmp_path, monkeypatch, metadata_url: str | None,
                   slack_signing_secret=None, slack_app_token=None)
     values.update(overrides)
     settings = make_settings(tmp_path, None, **values)
-    runner = RecordingRunner()
+    runner = RecordingRunner(tmp_path / "state")
     app = create_app(settings, runner, start_runner=False)
-    async with serve(app) as url:
-        yield f"{url}/api/messages", runner
+    try:
+        async with serve(app) as url:
+            yield f"{url}/api/messages", runner
+    finally:
+        await runner.store.close()
 
 
 async def post(url: str, authorization: str | None) -> int:

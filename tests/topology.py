@@ -194,10 +194,14 @@ def start_topology(kind: str, folder: Path, *, model_url: str, slack_api_url: st
                                 folder / f"{role}{i}.log"))
         topo = Topology([b for b in made if b.role == "web"], [b for b in made if b.role == "worker"], redis, folder)
     if start:
-        for bot in topo.processes:
-            bot.start()
-        for bot in topo.processes:
-            bot.wait_ready()
+        try:
+            for bot in topo.processes:
+                bot.start()
+            for bot in topo.processes:
+                bot.wait_ready()
+        except BaseException:
+            topo.stop()  # a topology that never became ready leaves no process behind
+            raise
     return topo
 
 

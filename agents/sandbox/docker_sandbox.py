@@ -40,7 +40,7 @@ from docker.types import DriverConfig, LogConfig, Mount, Ulimit
 
 from agents.sandbox.base import SandboxUnavailable
 from agents.sandbox.channel import ByteStream, ChannelBreach, ChannelError, ChannelGone, ChannelTimeout, FrameChannel
-from agents.sandbox.executor import SandboxExecutionError, SandboxExecutor, SandboxInstance, SandboxLimits
+from agents.sandbox.executor import SandboxExecutionError, SandboxInstance, SandboxLimits
 from agents.sandbox.outputs import extract_output_archive, pack_output_folder
 from agents.sandbox.pool import READY_TIMEOUT_S, SandboxBackend, SandboxPool
 from agents.settings import Settings
@@ -60,11 +60,7 @@ ARCHIVE_CHUNK = 1 << 20
 SECCOMP_PROFILE = Path(__file__).with_name("seccomp.json")
 _ERRORS = (DockerException, requests.RequestException, OSError)
 
-#: The executor of a Docker sandbox is the shared one; the name stays for readers of older code.
-DockerSandbox = SandboxExecutor
-
-__all__ = ["DockerBackend", "DockerContainer", "DockerSandbox", "DockerSandboxProvider", "SandboxExecutionError",
-           "output_limit_bytes"]
+__all__ = ["DockerBackend", "DockerContainer", "DockerSandboxProvider", "SandboxExecutionError", "output_limit_bytes"]
 
 
 def _docker_host() -> str:
