@@ -144,7 +144,7 @@ def test_settings_errors_from_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("SANDBOX", "podman")
     out = io.StringIO()
     assert run_doctor(out=out) == 1
-    assert "✗ configuration: SANDBOX must be 'docker', 'wasm' or 'local'" in out.getvalue()
+    assert "✗ configuration: SANDBOX must be one of docker, wasm, local, got 'podman'" in out.getvalue()
 
 
 def test_healthy_configuration_passes(tmp_path, model_server, otlp):

@@ -32,7 +32,7 @@ def test_web_search_reads_searxng_json_and_reports_sources(searxng):
     assert results[0] == {
         "title": "Airwise launches AW-3 indoor air quality sensor",
         "url": f"{searxng.base_url}/pages/airwise-aw3-launch",
-        "snippet": "Airwise announced the AW-3, a CO2 and particulate sensor for offices, priced at $149 per unit.",
+        "snippet": "Airwise announced the AW-3, a CO2 and particulate sensor for offices, priced at $179 per unit.",
     }
     assert len(results) == 2
     assert searxng.queries[-1]["q"] == "Airwise AW-3 sensor price" and searxng.queries[-1]["format"] == "json"
