@@ -18,7 +18,7 @@ import pytest_asyncio
 
 from tests.sandbox_support import require_docker_sandbox, sandbox_settings
 from tests.standins.model_server import ModelServer, ScriptedModel, code_reply
-from tests.standins.slack_api import SECRET, TOKEN, SlackAPI, event_callback, mention, message, sign
+from tests.standins.slack_api import SECRET, TEAM_ID, TOKEN, SlackAPI, event_callback, mention, message, sign
 from tests.standins.teams_connector import TeamsConnector, activity
 from tests.topology import Topology, start_topology, terminate
 
@@ -346,7 +346,7 @@ async def test_stop_and_feedback_reach_the_worker_from_any_replica(topology: Top
         async with SlackEvents(topology.web_urls()) as events_api:
             await events_api.deliver(event_callback(stop_event), 0)
             await events_api.deliver(event_callback(rate_event), 1)
-            thread_key = f"slack:T0AGENTS:C0STOP:{stop_event['ts']}"
+            thread_key = f"slack:{TEAM_ID}:C0STOP:{stop_event['ts']}"
             await slack.wait_for(lambda: any("stop me across" in json.dumps(r) for r in model.model.requests),
                                  timeout=30, what="the run starting on a worker")
 
