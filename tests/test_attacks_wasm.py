@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from tests.attack_corpus import AFTER_TEXT, ALL, Attack
+from tests.attack_corpus import AFTER_TEXT, ALL, MISSING, Attack
 from tests.sandbox_support import wasm_processes
 from tests.test_attacks import (
     POOL, Desk, _check_specific, _fill, _outcomes, _visible, assert_healthy, assert_no_secrets, open_desk,
@@ -57,6 +57,9 @@ WASM_STEP_ERROR: dict[str, str] = {
     "res-redos": r"(?s).*timed out after 10 s.*restarted.*",
     "res-sleep": r"(?s).*timed out after 10 s.*restarted.*",
 }
+# The gated tool runs on the host whatever the backend: the same refusals hold in Wasm.
+WASM_EXPECT.update({a.id: {probe: W_MISSING if pattern == MISSING else pattern for probe, pattern in a.expect.items()}
+                    for a in ALL if a.category == "approvals"})
 #: Docker expectations with no Wasm counterpart, and why (the backend-independent checks still run).
 NOT_APPLICABLE: dict[str, str] = {
     "fs-write-system": "uid 65534 and a read-only root are container mechanisms; Pyodide's filesystem is an "

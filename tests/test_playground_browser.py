@@ -171,7 +171,7 @@ async def test_playground_shows_streamed_steps_ai_label_citations_feedback_and_a
     await page.get_by_role("dialog").get_by_role("textbox").fill("Say which country this is for")
     await page.get_by_role("button", name="Submit").click()
     for _ in range(50):
-        votes = await asyncio.to_thread(runner.store.list_records, "feedback", "")
+        votes = await runner.store.list_records("feedback", "")
         if votes:
             break
         await asyncio.sleep(0.2)

@@ -42,7 +42,7 @@ from agents.sandbox.base import SandboxUnavailable
 from agents.sandbox.channel import ByteStream, ChannelBreach, ChannelError, ChannelGone, ChannelTimeout, FrameChannel
 from agents.sandbox.executor import SandboxExecutionError, SandboxInstance, SandboxLimits
 from agents.sandbox.outputs import extract_output_archive, pack_output_folder
-from agents.sandbox.pool import READY_TIMEOUT_S, SandboxBackend, SandboxPool
+from agents.sandbox.pool import READY_TIMEOUT_S, SandboxBackend, SandboxPool, pid_alive
 from agents.settings import Settings
 
 log = logging.getLogger("agentdesk.sandbox")
@@ -72,16 +72,6 @@ def output_limit_bytes(settings: Settings) -> int:
     sandbox memory (tmpfs pages count against it: a full folder must fail with ENOSPC, not an OOM kill)."""
     wanted = int(settings.max_files * settings.max_file_mb)
     return max(MIN_OUTPUT_MB, min(wanted, settings.sandbox_memory_mb // 2)) << 20
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @functools.lru_cache(maxsize=1)
@@ -461,7 +451,7 @@ class DockerBackend(SandboxBackend):
         """Owned by a dead process on this host, or exited long ago (other processes share the engine)."""
         labels = info.get("Labels") or {}
         pid = labels.get(f"{LABEL}.pid", "")
-        if labels.get(f"{LABEL}.host") == host and pid.isdigit() and not _pid_alive(int(pid)):
+        if labels.get(f"{LABEL}.host") == host and pid.isdigit() and not pid_alive(int(pid)):
             return True
         if info.get("State") not in ("exited", "dead"):
             return False

@@ -23,6 +23,17 @@ from agents.sandbox.channel import ChannelError
 from agents.sandbox.executor import SandboxExecutor, SandboxInstance, SandboxLimits
 from agents.settings import Settings
 
+
+def pid_alive(pid: int) -> bool:
+    """Whether the process that owns a sandbox still runs (sweeps remove the sandboxes of dead owners)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
 log = logging.getLogger("agentdesk.sandbox")
 
 READY_TIMEOUT_S = 60.0

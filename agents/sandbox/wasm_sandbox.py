@@ -35,7 +35,7 @@ from agents.sandbox.channel import ChannelError, FrameChannel, PipeStream
 from agents.sandbox.docker_sandbox import OUTPUT_ENTRIES, output_limit_bytes
 from agents.sandbox.executor import CONTROL_TIMEOUT_S, SandboxExecutor, SandboxInstance, SandboxLimits
 from agents.sandbox.outputs import MAX_TAR_DEPTH, extract_output_archive
-from agents.sandbox.pool import READY_TIMEOUT_S, SandboxBackend, SandboxPool
+from agents.sandbox.pool import READY_TIMEOUT_S, SandboxBackend, SandboxPool, pid_alive
 from agents.sandbox.wasm_runtime import RUNNER, WasmRuntime, WasmRuntimeMissing, locate, make_snapshot
 from agents.settings import Settings
 
@@ -51,16 +51,6 @@ PROCESS_BASE_MB = 256
 OOM_MARKERS = ("out of memory", "Out of memory", "Cannot enlarge memory", "Maximum memory size exceeded",
                "Reached heap limit", "could not allocate memory", "OOM")
 _SNAPSHOT_LOCK = threading.Lock()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class WasmProcess(SandboxInstance):
@@ -327,7 +317,7 @@ class WasmBackend(SandboxBackend):
             except (IndexError, ValueError):
                 continue
             owner = config.get("owner")
-            if isinstance(owner, int) and owner != os.getpid() and not _pid_alive(owner):
+            if isinstance(owner, int) and owner != os.getpid() and not pid_alive(owner):
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except OSError:
