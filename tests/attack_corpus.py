@@ -332,11 +332,11 @@ ATTACKS: list[Attack] = [
     Attack("res-memory-bomb", "resources", "blob = b'A' * (4 * 1024 ** 3)\nprint(len(blob))",
            step_error=r"(?s).*ran out of memory \(\d+ MB\).*restarted.*"),
     Attack("res-cpu-spin-in-c", "resources", "import itertools\ntotal = sum(itertools.count())",
-           step_error=r"(?s).*timed out after 10 s.*restarted.*", department="locked", prelude=False),
+           step_error=r"(?s).*timed out after 5 s.*restarted.*", department="locked", prelude=False),
     Attack("res-redos", "resources", "import re\nre.match(r'(a+)+$', 'a' * 64 + 'b')",
-           step_error=r"(?s).*timed out after 10 s.*restarted.*", department="locked", prelude=False),
+           step_error=r"(?s).*timed out after 5 s.*restarted.*", department="locked", prelude=False),
     Attack("res-sleep", "resources", "import time\ntime.sleep(600)",
-           step_error=r"(?s).*timed out after 10 s.*restarted.*", department="locked", prelude=False),
+           step_error=r"(?s).*timed out after 5 s.*restarted.*", department="locked", prelude=False),
     _probe(
         "res-disk-tmp", "resources",
         """
@@ -443,7 +443,7 @@ ATTACKS: list[Attack] = [
         for i in range(1000000):
             os.write(4, frame)
         """,
-        step_error=r"(?s).*(before its tool call was answered|timed out after 10 s).*restarted.*",
+        step_error=r"(?s).*(before its tool call was answered|timed out after 5 s).*restarted.*",
     ),
     _probe(
         "sys-kernel-surface", "syscalls",

@@ -60,21 +60,21 @@ COMPANY = textwrap.dedent(
     tools = ["tests.company_tools:whoami"]
     authorized_imports = []
     max_steps = 2
-    step_timeout_s = 10
+    step_timeout_s = 5
 
     [departments.open]
     description = "Attack target: every import authorized"
     tools = ["tests.company_tools:whoami"]
     authorized_imports = ["os"]
     max_steps = 2
-    step_timeout_s = 10
+    step_timeout_s = 5
 
     [departments.gated]
     description = "Attack target: a write tool that needs the requester's approval"
     tools = ["tests.company_tools:whoami", "agents.tools.hr:book_leave"]
     authorized_imports = ["os"]
     max_steps = 2
-    step_timeout_s = 10
+    step_timeout_s = 5
     data_dir = "hr"
 
     [departments.gated.tool_policy."agents.tools.hr:book_leave"]

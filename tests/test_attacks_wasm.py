@@ -51,11 +51,11 @@ WASM_EXPECT: dict[str, dict[str, str]] = {
 WASM_STEP_ERROR: dict[str, str] = {
     # Pyodide has no threads: the flooding thread cannot start (and a flood from the step itself would be
     # cut by the step's byte cap or timeout, as with Docker)
-    "bridge-frame-flood": r"(?s).*(can't start new thread|before its tool call was answered|timed out after 10 s).*",
+    "bridge-frame-flood": r"(?s).*(can't start new thread|before its tool call was answered|timed out after 5 s).*",
     "res-memory-bomb": r"(?s).*(MemoryError|OverflowError|memory).*",
-    "res-cpu-spin-in-c": r"(?s).*timed out after 10 s.*restarted.*",
-    "res-redos": r"(?s).*timed out after 10 s.*restarted.*",
-    "res-sleep": r"(?s).*timed out after 10 s.*restarted.*",
+    "res-cpu-spin-in-c": r"(?s).*timed out after 5 s.*restarted.*",
+    "res-redos": r"(?s).*timed out after 5 s.*restarted.*",
+    "res-sleep": r"(?s).*timed out after 5 s.*restarted.*",
 }
 # The gated tool runs on the host whatever the backend: the same refusals hold in Wasm.
 WASM_EXPECT.update({a.id: {probe: W_MISSING if pattern == MISSING else pattern for probe, pattern in a.expect.items()}
