@@ -23,6 +23,7 @@ from smolagents.utils import AgentError
 
 from agents.chat import Caller, Source, StepUpdate
 from agents.departments import Company, Department, SubAgent
+from agents.prompts import code_prompt_templates, fenced_instructions
 from agents.sandbox.base import Sandbox, SandboxProvider
 from agents.security import cap
 from agents.tools import SourceCollector
@@ -94,13 +95,15 @@ def build_agent(dept: Department, company: Company, model: Model, executor: Sand
     instructions = base_instructions(dept.name, dept.description, dept.agent)
     if dept.instructions:
         instructions = f"{instructions}\n{dept.instructions}"
+    tags = code_tags(dept.code_block_tags, default_code_tags)
     if dept.agent == "tool_calling":
         return ToolCallingAgent(tools=tools, model=model, max_steps=dept.max_steps, instructions=instructions,
                                 verbosity_level=LogLevel.OFF, name=f"{dept.name}_agent")
     return CodeAgent(
         tools=tools, model=model, executor=executor, additional_authorized_imports=list(dept.authorized_imports),
-        max_steps=dept.max_steps, instructions=instructions, verbosity_level=LogLevel.OFF,
-        name=f"{dept.name}_agent", code_block_tags=code_tags(dept.code_block_tags, default_code_tags),
+        max_steps=dept.max_steps, instructions=fenced_instructions(instructions, tags), verbosity_level=LogLevel.OFF,
+        name=f"{dept.name}_agent", code_block_tags=tags,
+        prompt_templates=code_prompt_templates(),
     )
 
 
@@ -199,10 +202,12 @@ class SubAgentTool(Tool):
         if spec.instructions:
             instructions = f"{instructions}\n{spec.instructions}"
         if spec.kind == "code":
+            tags = code_tags(spec.code_block_tags, self.default_code_tags)
             return CodeAgent(tools=tools, model=self.model, executor=executor, max_steps=spec.max_steps,
-                             additional_authorized_imports=list(spec.authorized_imports), instructions=instructions,
-                             verbosity_level=LogLevel.OFF, name=spec.name,
-                             code_block_tags=code_tags(spec.code_block_tags, self.default_code_tags))
+                             additional_authorized_imports=list(spec.authorized_imports),
+                             instructions=fenced_instructions(instructions, tags),
+                             verbosity_level=LogLevel.OFF, name=spec.name, code_block_tags=tags,
+                             prompt_templates=code_prompt_templates())
         return ToolCallingAgent(tools=tools, model=self.model, max_steps=spec.max_steps, instructions=instructions,
                                 verbosity_level=LogLevel.OFF, name=spec.name)
 

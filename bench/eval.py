@@ -91,6 +91,7 @@ class Outcome:
     seconds: float
     answer: str
     error: str = ""
+    trace: list = field(default_factory=list)
 
 
 @dataclass
@@ -139,7 +140,7 @@ async def ask_runner(runner: TaskRunner, question: Question, upload: Path, n: in
         return Outcome(False, len(replier.steps), 0, seconds, "", "; ".join(replier.errors))
     answer = replier.finals[-1]
     return Outcome(correct(question, answer.text, [f.name for f in answer.files]), answer.steps,
-                   answer.input_tokens + answer.output_tokens, seconds, answer.text)
+                   answer.input_tokens + answer.output_tokens, seconds, answer.text, trace=replier.steps)
 
 
 def baseline_agent(settings: Settings, company, question: Question, caller) -> CodeAgent:
@@ -208,6 +209,9 @@ async def main() -> int:
     parser.add_argument("--limit", type=int, default=0, help="at most this many questions per department")
     parser.add_argument("--no-baseline", action="store_true", help="skip the plain smolagents baseline")
     parser.add_argument("--verbose", action="store_true", help="print every answer")
+    parser.add_argument("--trace", action="store_true", help="print each step's code and output (agentdesk runs)")
+    parser.add_argument("--question", type=int, action="append", default=[],
+                        help="ask only this question (index in the set; repeatable)")
     args = parser.parse_args()
     settings = Settings.from_env()
     if not settings.model_api_base:
@@ -215,7 +219,9 @@ async def main() -> int:
         return 2
     only = {d.strip() for d in args.only.split(",") if d.strip()}
     questions, seen = [], {}
-    for q in QUESTIONS:
+    for index, q in enumerate(QUESTIONS):
+        if args.question and index not in args.question:
+            continue
         if (not only or q.department in only) and (not args.limit or seen.get(q.department, 0) < args.limit):
             questions.append(q)
             seen[q.department] = seen.get(q.department, 0) + 1
@@ -237,7 +243,7 @@ async def main() -> int:
             for n, question in enumerate(questions):
                 outcome = await ask_runner(runner, question, upload, n)
                 ours.add(question.department, outcome)
-                _show(args.verbose, "agentdesk", question, outcome)
+                _show(args.verbose, "agentdesk", question, outcome, args.trace)
         finally:
             await runner.close()
         ok, total = report("agentdesk (runner, sandbox, department settings)", ours)
@@ -254,10 +260,16 @@ async def main() -> int:
     return 0
 
 
-def _show(verbose: bool, who: str, question: Question, outcome: Outcome) -> None:
+def _show(verbose: bool, who: str, question: Question, outcome: Outcome, trace: bool = False) -> None:
     mark = "ok " if outcome.ok else "BAD"
     line = f"[{who}] {mark} {question.department}: {question.text[:60]} ({outcome.steps} steps, {outcome.seconds:.0f} s)"
     print(line, flush=True)
+    for step in outcome.trace if trace else ():
+        where = " › ".join(step.agent_path) or step.department
+        print(f"   -- {where} step {step.step_number}: {step.title}")
+        for label, text in (("code", step.code), ("out", step.observation), ("error", step.error)):
+            if text:
+                print(f"      {label}: " + text.replace("\n", "\n        "), flush=True)
     if verbose or not outcome.ok:
         print("      " + (outcome.answer or outcome.error or "(no answer)").replace("\n", "\n      ")[:600], flush=True)
 

@@ -153,6 +153,12 @@ def test_find_products_ranks_the_best_match_first():
     assert find_products(query="submarine") == []
 
 
+def test_find_products_by_sku_returns_that_product_and_searches_return_the_best_few():
+    assert [p["sku"] for p in find_products(query="NW-AQ100")] == ["NW-AQ100"]
+    assert [p["sku"] for p in find_products(query="compare nw-aq100 and NW-OC300")] == ["NW-AQ100", "NW-OC300"]
+    assert len(find_products(query="sensor")) == 5
+
+
 def test_compare_products_shows_shared_and_distinct_features():
     comparison = compare_products(skus=["NW-AQ100", "NW-AQ200"])
     assert [p["sku"] for p in comparison["products"]] == ["NW-AQ100", "NW-AQ200"]

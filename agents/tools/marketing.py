@@ -53,7 +53,9 @@ def campaign_data() -> list:
 def campaign_summary(group_by: str) -> list:
     """Totals campaign performance grouped by campaign, channel or month, with derived metrics: ctr
     (clicks/impressions), conversion_rate (conversions/clicks), cpc and cpa (spend per click/conversion) and
-    roas (revenue/spend). Sorted by revenue, highest first.
+    roas (revenue/spend). Sorted by revenue, highest first. Returns a list of dicts, one per group, with the
+    group's key (e.g. channel) and spend, revenue, impressions, clicks, conversions, ctr, conversion_rate, cpc,
+    cpa, roas.
 
     Args:
         group_by: "campaign", "channel" or "month", or several joined by commas, e.g. "campaign,month".

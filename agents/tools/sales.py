@@ -81,19 +81,26 @@ def _region(region: str, regions: dict[str, Any]) -> str:
     raise ValueError(f"Unknown region {region!r}. Quotes are available for: {', '.join(regions)}.")
 
 
+FIND_LIMIT = 5  # the best matches only: a long catalogue dump buries the answer for a small model
+
+
 @tool
 def find_products(query: str) -> list[dict]:
     """Finds Northwind Labs products (sensors, gateways, accessories, software, services) matching a need,
     with SKU, features, unit and list prices per region (US, EU, UK, APAC).
 
     Args:
-        query: Words describing what the customer needs, e.g. "CO2 sensor with display"; "all" lists everything.
+        query: Words describing what the customer needs, e.g. "CO2 sensor with display" (the 5 best matches),
+            a SKU such as "NW-AQ100" (that product), or "all" (the whole catalogue).
     """
     products = _products()
     regions = _pricing()["regions"]
     terms = set(re.findall(r"[a-z0-9.]+", query.lower())) - {"a", "an", "the", "with", "for", "and", "of"}
     if not terms or terms == {"all"}:
         return [_public(row, regions) for row in products.values()]
+    skus = [products[w.upper()] for w in re.findall(r"[a-z0-9-]+", query.lower()) if w.upper() in products]
+    if skus:
+        return [_public(row, regions) for row in skus]
     scored = []
     for position, row in enumerate(products.values()):
         haystack = " ".join(row[k] for k in ("sku", "name", "category", "description", "features")).lower()
@@ -101,7 +108,7 @@ def find_products(query: str) -> list[dict]:
         score = sum(2 if t in words else 1 for t in terms if t in words or t in haystack)
         if score:
             scored.append((-score, position, row))
-    return [_public(row, regions) for _, _, row in sorted(scored, key=lambda s: s[:2])]
+    return [_public(row, regions) for _, _, row in sorted(scored, key=lambda s: s[:2])[:FIND_LIMIT]]
 
 
 @tool
@@ -128,8 +135,10 @@ def compare_products(skus: list[str]) -> dict:
 
 @tool
 def price_quote(sku: str, quantity: int, region: str) -> dict:
-    """Prices an order line from the price book: list price in the region's currency, volume discount,
-    tax and total. Always use this for prices; never compute discounts yourself.
+    """Quotes a price for a quantity of one product in a region, from the price book: list price in the
+    region's currency, volume discount, tax and total. Use it for every "quote N of X", price, cost or discount
+    question; never compute discounts yourself. Returns a dict with keys sku, name, region, currency, quantity,
+    unit_price, subtotal, discount_rate, discount, net, tax_name, tax, total, valid_days.
 
     Args:
         sku: Product SKU, e.g. "NW-AQ100".
@@ -199,9 +208,10 @@ def _customer(name: str) -> str:
 
 @tool
 def create_quote(customer: str, items: list[dict], region: str) -> dict:
-    """Creates a numbered quote for a customer from the price book, after the person approves it in the chat:
+    """Creates a numbered quote document for a named customer, after the person approves it in the chat:
     writes it as a CSV file that is sent to the thread and records it in the quotes ledger. Returns the quote
-    number, the file name and the totals.
+    number, the file name and the totals. Only when the person asks for a quote document for a customer;
+    for a price, use price_quote.
 
     Args:
         customer: The customer's company name, e.g. "Contoso Ltd".

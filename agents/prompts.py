@@ -1,0 +1,94 @@
+"""The code agents' system prompt: short, with only the department's own functions in it.
+
+smolagents' default prompt is ~2,500 tokens of examples with notional tools (`wikipedia_search`,
+`image_generator`, ...). A small model copies those tools into its code and loops on "not among the
+explicitly allowed tools" errors; a large one pays for the tokens on every step. This prompt keeps the
+Thought/code/observation cycle smolagents parses, one worked example in the department's shape, and the
+rules that matter in a sandbox. The planning and final-answer templates stay smolagents' own.
+"""
+from __future__ import annotations
+
+import functools
+import re
+from importlib import resources
+from typing import Any
+
+import yaml
+
+CODE_SYSTEM_PROMPT = """\
+You answer requests by writing Python code, step by step. Each step is exactly:
+Thought: one short sentence saying what you will do.
+{{code_block_opening_tag}}
+# Python code
+{{code_block_closing_tag}}
+The code runs at once; whatever it prints comes back to you as the next step's "Observation".
+
+Rules:
+1. Call only the functions listed below, with keyword arguments as shown. They already exist: never import,
+   define, stub or imagine other functions.
+2. Every fact and figure in your answer must come from a function's result or from a file; never invent one.
+   If a result's shape is not shown in your instructions, print() it in one step and use it in the next.
+3. Variables and imports persist between steps. You may import only: {{authorized_imports}}.
+4. Finish with final_answer("...") inside a code block: a complete, friendly sentence (or a short Markdown
+   list or table) with the figures and their source, never None or a bare variable you have not seen.
+5. If an Observation shows an error, fix that line; do not repeat code that failed.
+
+{%- if not custom_instructions %}
+Example (with a notional function; use your own functions below):
+Thought: I look up the figure and print it.
+{{code_block_opening_tag}}
+info = lookup(topic="the thing asked about")
+print(info)
+{{code_block_closing_tag}}
+Observation: {'topic': 'the thing asked about', 'value': 42, 'source': 'Handbook'}
+Thought: The value is 42, from the Handbook; I answer.
+{{code_block_opening_tag}}
+final_answer(f"It is {info['value']} (per the {info['source']}).")
+{{code_block_closing_tag}}
+{%- endif %}
+
+Your functions:
+{{code_block_opening_tag}}
+{%- for tool in tools.values() %}
+{{ tool.to_code_prompt() }}
+{% endfor %}
+{{code_block_closing_tag}}
+{%- if managed_agents and managed_agents.values() | list %}
+Team members you can give a task to, like a function: name(task="the complete task in plain words"):
+{%- for agent in managed_agents.values() %}
+- {{ agent.name }}: {{ agent.description }}
+{%- endfor %}
+{%- endif %}
+{%- if custom_instructions %}
+
+{{custom_instructions}}
+{%- endif %}
+"""
+
+
+@functools.cache
+def _smolagents_templates() -> dict[str, Any]:
+    text = resources.files("smolagents.prompts").joinpath("code_agent.yaml").read_text(encoding="utf-8")
+    return yaml.safe_load(text)
+
+
+def code_prompt_templates() -> dict[str, Any]:
+    """smolagents' CodeAgent templates with agentdesk's system prompt (a fresh copy: agents may mutate it)."""
+    templates = {key: (dict(value) if isinstance(value, dict) else value)
+                 for key, value in _smolagents_templates().items()}
+    templates["system_prompt"] = CODE_SYSTEM_PROMPT
+    return templates
+
+
+_FENCE = re.compile(r"```(?:python|py)?\n(.*?)\n```", re.S)
+
+
+def fenced_instructions(text: str, code_block_tags: str | None) -> str:
+    """A department's worked examples (written with ```python fences) in the fences its agent is told to use.
+
+    A small model copies the fences of its examples; examples fenced one way under a prompt that asks for
+    the other make it mix both, and smolagents then cannot find the code.
+    """
+    if code_block_tags == "markdown":
+        return text
+    return _FENCE.sub(lambda m: f"<code>\n{m.group(1)}\n</code>", text)
