@@ -103,7 +103,7 @@ def build_agent(dept: Department, company: Company, model: Model, executor: Sand
         tools=tools, model=model, executor=executor, additional_authorized_imports=list(dept.authorized_imports),
         max_steps=dept.max_steps, instructions=fenced_instructions(instructions, tags), verbosity_level=LogLevel.OFF,
         name=f"{dept.name}_agent", code_block_tags=tags,
-        prompt_templates=code_prompt_templates(),
+        prompt_templates=code_prompt_templates(), step_callbacks=[nudge_repeats],
     )
 
 
@@ -139,11 +139,26 @@ def step_title(step: ActionStep) -> str:
     return "Working"
 
 
+REPEAT_NOTE = ("\nNote: this is exactly the code of your previous step, with the same result. Do not run it "
+               "again: answer now with final_answer(...) using the figures above, or do something different.")
+
+
+def nudge_repeats(step: ActionStep, agent: MultiStepAgent) -> None:
+    """Greedy small models re-run the same code forever after reading its result; tell them so, once per repeat.
+
+    Called before smolagents appends the step, so the previous step is the last one in memory.
+    """
+    previous = next((s for s in reversed(agent.memory.steps) if isinstance(s, ActionStep)), None)
+    code = (step.code_action or "").strip()
+    if code and previous is not None and code == (previous.code_action or "").strip():
+        step.observations = (step.observations or "") + REPEAT_NOTE
+
+
 def clean_observation(text: str | None) -> str | None:
-    """The step's printed output and result, without smolagents' scaffolding lines."""
+    """The step's printed output and result, without smolagents' scaffolding lines (or agentdesk's own)."""
     if not text:
         return text
-    text = text.replace("Execution logs:\n", "")
+    text = text.replace(REPEAT_NOTE, "").replace("Execution logs:\n", "")
     text = re.sub(r"\n?Last output from code snippet:\n(None)?", "\n", text)
     return text.strip() or None
 
@@ -207,7 +222,7 @@ class SubAgentTool(Tool):
                              additional_authorized_imports=list(spec.authorized_imports),
                              instructions=fenced_instructions(instructions, tags),
                              verbosity_level=LogLevel.OFF, name=spec.name, code_block_tags=tags,
-                             prompt_templates=code_prompt_templates())
+                             prompt_templates=code_prompt_templates(), step_callbacks=[nudge_repeats])
         return ToolCallingAgent(tools=tools, model=self.model, max_steps=spec.max_steps, instructions=instructions,
                                 verbosity_level=LogLevel.OFF, name=spec.name)
 

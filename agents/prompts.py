@@ -32,6 +32,8 @@ Rules:
 4. Finish with final_answer("...") inside a code block: a complete, friendly sentence (or a short Markdown
    list or table) with the figures and their source, never None or a bare variable you have not seen.
 5. If an Observation shows an error, fix that line; do not repeat code that failed.
+6. Only when the person asks for a file or a chart, save it in the folder OUTPUT_DIR (a variable that already
+   exists); every file left there is sent to them.
 
 {%- if not custom_instructions %}
 Example (with a notional function; use your own functions below):

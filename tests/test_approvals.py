@@ -211,7 +211,7 @@ def test_approve_runs_the_tool_once_and_its_result_reaches_the_code(desk):
     assert answer["booked"] is True and answer["working_days"] == 2
     rows = desk.bookings()
     assert len(rows) == 1 and f"{THURSDAY},{FRIDAY},2" in rows[0]
-    remaining = answer["balance"]["annual_leave"]["remaining_days"]
+    remaining = answer["balance"]["remaining_days"]
     assert remaining == 25 + 3 - 9 - 4 - 2  # Alice's bundled record, minus the two days just booked
     (_, decision, handle), = replier.decisions
     assert decision.status == "approved" and decision.by == "U_ALICE" and decision.at > 0 and handle == {"message": 1}
@@ -431,10 +431,10 @@ def test_book_leave_refuses_overlap_and_over_balance_with_a_reason(tmp_path):
     from agents.tools.hr import book_leave, leave_balance
 
     with bind_data_dir(_hr(tmp_path)), bind_caller(ALICE):
-        before = leave_balance()["annual_leave"]["remaining_days"]
+        before = leave_balance()["remaining_days"]
         booked = book_leave(start=str(THURSDAY), end=str(FRIDAY), kind="annual")
         assert booked["working_days"] == 2
-        assert leave_balance()["annual_leave"]["remaining_days"] == before - 2
+        assert leave_balance()["remaining_days"] == before - 2
         with pytest.raises(ValueError, match="overlaps your annual leave"):
             book_leave(start=str(FRIDAY), end=str(FRIDAY + dt.timedelta(days=3)))
         far = next_week(0) + dt.timedelta(days=70)
@@ -442,7 +442,7 @@ def test_book_leave_refuses_overlap_and_over_balance_with_a_reason(tmp_path):
             book_leave(start=str(far), end=str(far + dt.timedelta(days=27)))
         with pytest.raises(ValueError, match="in the past"):
             book_leave(start=str(dt.date.today() - dt.timedelta(days=7)), end=str(dt.date.today() - dt.timedelta(days=6)))
-        assert leave_balance()["annual_leave"]["remaining_days"] == before - 2
+        assert leave_balance()["remaining_days"] == before - 2
 
 
 def test_bundled_company_writes_go_to_the_data_dir_not_the_package(tmp_path, monkeypatch):
@@ -450,9 +450,9 @@ def test_bundled_company_writes_go_to_the_data_dir_not_the_package(tmp_path, mon
 
     monkeypatch.setenv("AGENTDESK_DATA_DIR", str(tmp_path / "state"))
     with bind_caller(ALICE):
-        before = leave_balance()["annual_leave"]["remaining_days"]
+        before = leave_balance()["remaining_days"]
         book_leave(start=str(THURSDAY), end=str(THURSDAY))
-        assert leave_balance()["annual_leave"]["remaining_days"] == before - 1
+        assert leave_balance()["remaining_days"] == before - 1
     assert (tmp_path / "state" / "company" / "hr" / "leave_bookings.csv").is_file()
     assert not (BUNDLED_COMPANY_DIR / "hr" / "leave_bookings.csv").exists()
 

@@ -41,8 +41,8 @@ def run_ask(tmp_path: Path, model_server, *args: str) -> subprocess.CompletedPro
 def test_hr_leave_balance_is_the_askers_own(tmp_path, model_server, docker_ready):
     model_server.model.script(
         "how many leave days do I have",
-        code_reply("b = leave_balance()\nprint(b['annual_leave']['remaining_days'])", "I will check the balance."),
-        code_reply("final_answer(f\"{b['employee']}, you have {b['annual_leave']['remaining_days']} days of annual leave left.\")"),
+        code_reply("b = leave_balance()\nprint(b['remaining_days'])", "I will check the balance."),
+        code_reply("final_answer(f\"{b['employee']}, you have {b['remaining_days']} days of annual leave left.\")"),
     )
     done = run_ask(tmp_path, model_server, "hr: how many leave days do I have left?", "--user", "local")
     assert done.returncode == 0, done.stdout + done.stderr

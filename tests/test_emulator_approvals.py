@@ -26,7 +26,7 @@ def _book_code() -> str:
     today = dt.date.today()
     thursday = today + dt.timedelta(days=(3 - today.weekday()) % 7 + 7)
     return (f"r = book_leave(start='{thursday}', end='{thursday + dt.timedelta(days=1)}', kind='annual')\n"
-            "left = leave_balance()['annual_leave']['remaining_days']\n"
+            "left = leave_balance()['remaining_days']\n"
             "final_answer(f\"Booked {r['working_days']} days ({r['booking_id']}). You have {left} days left.\")")
 
 

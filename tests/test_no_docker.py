@@ -37,9 +37,9 @@ def run_ask(tmp_path: Path, model_server, *args: str) -> subprocess.CompletedPro
 def test_hr_and_sales_answer_in_the_wasm_sandbox(tmp_path, model_server):
     model_server.model.script(
         "how many leave days do I have",
-        code_reply("import math\nb = leave_balance()\nprint(b['annual_leave']['remaining_days'])",
+        code_reply("import math\nb = leave_balance()\nprint(b['remaining_days'])",
                    "I will check the balance."),
-        code_reply("final_answer(f\"{b['employee']}, you have {b['annual_leave']['remaining_days']} days of annual leave left.\")"),
+        code_reply("final_answer(f\"{b['employee']}, you have {b['remaining_days']} days of annual leave left.\")"),
     )
     done = run_ask(tmp_path, model_server, "hr: how many leave days do I have left?", "--user", "local")
     assert done.returncode == 0, done.stdout + done.stderr

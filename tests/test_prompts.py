@@ -31,6 +31,7 @@ def test_marketing_prompt_lists_its_own_functions_and_examples_in_the_agents_fen
     for notional in ("wikipedia_search", "image_generator", "web_search(", "document_qa"):
         assert notional not in prompt
     assert "pandas" in prompt and "You may import only" in prompt
+    assert "save it in the folder OUTPUT_DIR" in prompt
 
 
 def test_hr_prompt_puts_the_askers_own_leave_first_and_is_far_shorter_than_smolagents_default():

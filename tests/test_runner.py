@@ -305,3 +305,23 @@ async def test_a_departments_max_concurrent_runs_its_requests_one_at_a_time(tmp_
         await runner.close()
     assert first.answer.text == second.answer.text == "in turn"
     assert elapsed >= 1.6, f"both sales runs overlapped ({elapsed:.2f} s) although max_concurrent = 1"
+
+
+async def test_a_repeated_step_is_answered_with_a_nudge_the_model_sees_and_the_thread_does_not(
+        tmp_path, model_server, company_file):
+    """Greedy small models re-run the code they just ran; the next prompt tells them so, the thread stays clean."""
+    same = code_reply("print('caller is', whoami())", "I will look up who is asking.")
+    model_server.model.script("who keeps asking", same, same, code_reply('final_answer("Done looking.")'))
+    runner = make_runner(tmp_path, model_server, company_file)
+    await runner.start()
+    try:
+        replier = await ask(runner, "HR: who keeps asking?", user="U_BOB")
+    finally:
+        await runner.close()
+    assert replier.answer.text == "Done looking."
+    prompts = [" ".join(str(m.get("content")) for m in r["messages"]) for r in model_server.model.requests
+               if "who keeps asking" in str(r.get("messages"))]
+    assert "exactly the code of your previous step" not in prompts[1]
+    assert "exactly the code of your previous step" in prompts[2]
+    assert all("previous step" not in (s.observation or "") for s in replier.steps)
+    assert "caller is U_BOB" in replier.steps[1].observation

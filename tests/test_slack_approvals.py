@@ -62,7 +62,7 @@ def _dates() -> tuple[dt.date, dt.date]:
 
 THURSDAY, FRIDAY = _dates()
 CODE = (f"try:\n    r = book_leave(start='{THURSDAY}', end='{FRIDAY}', kind='annual')\n"
-        "    out = 'Booked ' + r['booking_id'] + '; ' + str(r['balance']['annual_leave']['remaining_days']) + ' days left'\n"
+        "    out = 'Booked ' + r['booking_id'] + '; ' + str(r['balance']['remaining_days']) + ' days left'\n"
         "except Exception as e:\n    out = 'Not booked: ' + str(e)\nfinal_answer(out)")
 # An argument a model might fill from the message: it must not ping anyone or hide a link in the approval.
 HOSTILE_KIND = "annual <!channel> <https://evil.example|click> @here"

@@ -42,7 +42,7 @@ def _thursday() -> dt.date:
 
 
 CODE = (f"try:\n    r = book_leave(start='{_thursday()}', end='{_thursday() + dt.timedelta(days=1)}')\n"
-        "    out = 'Booked ' + r['booking_id'] + '; ' + str(r['balance']['annual_leave']['remaining_days']) + ' days left'\n"
+        "    out = 'Booked ' + r['booking_id'] + '; ' + str(r['balance']['remaining_days']) + ' days left'\n"
         "except Exception as e:\n    out = 'Not booked: ' + str(e)\nfinal_answer(out)")
 
 

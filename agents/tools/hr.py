@@ -203,13 +203,11 @@ def _balance(row: dict[str, str]) -> dict:
         "found": True,
         "employee": row["name"],
         "as_of": row["as_of"],
-        "annual_leave": {
-            "entitlement_days": entitlement,
-            "carried_over_days": carried,
-            "taken_days": taken,
-            "booked_days": booked,
-            "remaining_days": _number(str(entitlement + carried - taken - booked)),
-        },
+        "remaining_days": _number(str(entitlement + carried - taken - booked)),
+        "entitlement_days": entitlement,
+        "carried_over_days": carried,
+        "taken_days": taken,
+        "booked_days": booked,
         "sick_days_taken": _number(str(float(row["sick_days_taken"] or 0) + _booked(bookings, "sick"))),
         "sick_days_at_full_pay_per_year": 10,
         "dependant_days_taken": _number(str(float(row["dependant_days_taken"] or 0) + _booked(bookings, "dependant"))),
@@ -287,9 +285,9 @@ def book_leave(start: str, end: str, kind: str = "annual") -> dict:
                 raise ValueError(f"this overlaps your {booking['kind']} leave from {b_start} to {b_end}; "
                                  "nothing was booked")
         balance = _balance(row)
-        if kind == "annual" and days > balance["annual_leave"]["remaining_days"]:
+        if kind == "annual" and days > balance["remaining_days"]:
             raise ValueError(f"this needs {days} days of annual leave but you have "
-                             f"{balance['annual_leave']['remaining_days']} left; nothing was booked")
+                             f"{balance['remaining_days']} left; nothing was booked")
         if kind == "dependant" and balance["dependant_days_taken"] + days > DEPENDANT_DAYS_PER_YEAR:
             raise ValueError(f"dependant leave is {DEPENDANT_DAYS_PER_YEAR} days a year and you have taken "
                              f"{balance['dependant_days_taken']}; nothing was booked")
@@ -311,7 +309,10 @@ def book_leave(start: str, end: str, kind: str = "annual") -> dict:
 
 @tool
 def leave_balance() -> dict:
-    """Returns the annual leave balance, sick days and dependant days of the person who is asking.
+    """Returns the annual leave balance, sick days and dependant days of the person who is asking: a flat dict
+    with keys employee, as_of, and for annual leave remaining_days, entitlement_days, carried_over_days,
+    taken_days (already taken), booked_days (booked, not taken yet); then sick_days_taken,
+    sick_days_at_full_pay_per_year, dependant_days_taken, dependant_days_per_year, upcoming_bookings.
 
     It always answers for the person who sent the message (identified by the chat platform), never for
     anyone else, so it takes no arguments. If found is false, tell the person the message.
