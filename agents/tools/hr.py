@@ -326,8 +326,10 @@ def leave_balance() -> dict:
 
 @tool
 def benefits_summary(category: str | None = None) -> dict:
-    """Lists Northwind Labs' employee benefits (health, retirement, protection, wellbeing, development,
-    commuting, remote work) with provider, region, cost to the employee and company contribution.
+    """Lists Northwind Labs' employee benefit plans (health, retirement, protection, wellbeing, development,
+    commuting, remote work) with provider, region, cost to the employee and company contribution. Returns a
+    dict with keys company, categories and benefits (a list of dicts, one per plan). For what a policy says
+    (leave, allowances, limits, pay), use search_policies instead.
 
     Args:
         category: Optional category to keep, e.g. "health" or "retirement"; omit for every benefit.
@@ -339,7 +341,8 @@ def benefits_summary(category: str | None = None) -> dict:
         wanted = category.strip().lower()
         rows = [r for r in rows if r["category"].lower() == wanted]
         if not rows:
-            raise ValueError(f"unknown benefit category {category!r}; categories are: {', '.join(categories)}")
+            raise ValueError(f"unknown benefit category {category!r}; categories are: {', '.join(categories)}. "
+                             "For what a policy says (leave, allowances, limits, pay), use search_policies.")
     return {
         "company": "Northwind Labs",
         "categories": categories,
