@@ -208,6 +208,7 @@ async def main() -> int:
     parser.add_argument("--only", default="", help="comma-separated departments to ask (default: all)")
     parser.add_argument("--limit", type=int, default=0, help="at most this many questions per department")
     parser.add_argument("--no-baseline", action="store_true", help="skip the plain smolagents baseline")
+    parser.add_argument("--baseline-only", action="store_true", help="ask only the plain smolagents baseline")
     parser.add_argument("--verbose", action="store_true", help="print every answer")
     parser.add_argument("--trace", action="store_true", help="print each step's code and output (agentdesk runs)")
     parser.add_argument("--question", type=int, action="append", default=[],
@@ -240,13 +241,14 @@ async def main() -> int:
         runner = TaskRunner(settings, company=company)
         await runner.start()
         try:
-            for n, question in enumerate(questions):
+            for n, question in enumerate(() if args.baseline_only else questions):
                 outcome = await ask_runner(runner, question, upload, n)
                 ours.add(question.department, outcome)
                 _show(args.verbose, "agentdesk", question, outcome, args.trace)
         finally:
             await runner.close()
-        ok, total = report("agentdesk (runner, sandbox, department settings)", ours)
+        ok, _ = report("agentdesk (runner, sandbox, department settings)", ours)
+        total = len(questions)
 
         if not args.no_baseline:
             base = Totals()
