@@ -3,8 +3,9 @@
 smolagents' default prompt is ~2,500 tokens of examples with notional tools (`wikipedia_search`,
 `image_generator`, ...). A small model copies those tools into its code and loops on "not among the
 explicitly allowed tools" errors; a large one pays for the tokens on every step. This prompt keeps the
-Thought/code/observation cycle smolagents parses, one worked example in the department's shape, and the
-rules that matter in a sandbox. The planning and final-answer templates stay smolagents' own.
+Thought/code/observation cycle smolagents parses and the rules that matter in a sandbox; the worked
+examples come from each department's instructions. The planning and final-answer templates stay
+smolagents' own.
 """
 from __future__ import annotations
 
@@ -34,20 +35,6 @@ Rules:
 5. If an Observation shows an error, fix that line; do not repeat code that failed.
 6. Only when the person asks for a file or a chart, save it in the folder OUTPUT_DIR (a variable that already
    exists); every file left there is sent to them.
-
-{%- if not custom_instructions %}
-Example (with a notional function; use your own functions below):
-Thought: I look up the figure and print it.
-{{code_block_opening_tag}}
-info = lookup(topic="the thing asked about")
-print(info)
-{{code_block_closing_tag}}
-Observation: {'topic': 'the thing asked about', 'value': 42, 'source': 'Handbook'}
-Thought: The value is 42, from the Handbook; I answer.
-{{code_block_opening_tag}}
-final_answer(f"It is {info['value']} (per the {info['source']}).")
-{{code_block_closing_tag}}
-{%- endif %}
 
 Your functions:
 {{code_block_opening_tag}}
