@@ -18,7 +18,7 @@ from smolagents.default_tools import FinalAnswerTool
 
 from agents.chat import Caller
 from agents.sandbox import pause_step_clock
-from agents.sandbox.docker_sandbox import SECCOMP_PROFILE, DockerSandboxProvider, SandboxExecutionError
+from agents.sandbox.docker_sandbox import DockerSandboxProvider, SandboxExecutionError, seccomp_profile
 from tests.sandbox_support import inspect, labelled_containers, require_docker_sandbox, sandbox_settings
 
 pytestmark = pytest.mark.docker
@@ -287,6 +287,13 @@ R['socketpair_unix'] = 0
 R['ifaces'] = [n for _, n in socket.if_nameindex()]
 R['seccomp'] = [l.split()[1] for l in io.open('/proc/self/status').read().splitlines() if l.startswith('Seccomp:')][0]
 R['release'] = os.uname().release
+R['clone3'] = sc(435, None, 0)
+import threading
+done = []
+worker = threading.Thread(target=done.append, args=(1,))
+worker.start()
+worker.join()
+R['thread_ran'] = done == [1]
 R
 """
 
@@ -297,7 +304,7 @@ def test_seccomp_profile_refuses_what_the_sandbox_never_needs(box, provider):
     sbx = box(imports=["*"], timeout=20.0)
     security = inspect(sbx.container_id)["HostConfig"]["SecurityOpt"]
     applied = [json.loads(opt.split("=", 1)[1]) for opt in security if opt.startswith("seccomp=")]
-    assert applied == [json.loads(SECCOMP_PROFILE.read_text())], "the product's profile is not the one applied"
+    assert applied == [seccomp_profile(provider.settings.sandbox_runtime)], "the product's profile is not applied"
     r = sbx(_probe_code()).output
     allowed = {f"socket_{name}": r[f"socket_{name}"] for name in ALLOWED_SOCKETS}
     assert allowed == {name: 0 for name in allowed} and r["socketpair_unix"] == 0, r
@@ -312,6 +319,8 @@ def test_seccomp_profile_refuses_what_the_sandbox_never_needs(box, provider):
     assert refused == {name: 1 for name in SYSCALLS_X86_64}, f"allowed (errno != EPERM): {refused}"
     sockets = {f"socket_{name}": r[f"socket_{name}"] for name in SOCKETS}
     assert sockets == {name: 1 for name in sockets}, sockets
+    # clone3 must answer ENOSYS (38), not EPERM: glibc falls back to clone only then, or no thread starts
+    assert r["clone3"] == 38 and r["thread_ran"] is True, r
 
 
 MEMFD_EXEC = """
