@@ -24,6 +24,7 @@ from smolagents.utils import AgentError
 from agents.chat import Caller, Source, StepUpdate
 from agents.departments import Company, Department, SubAgent
 from agents.prompts import code_prompt_templates, fenced_instructions
+from agents.sandbox import pause_step_clock
 from agents.sandbox.base import Sandbox, SandboxProvider
 from agents.security import cap
 from agents.tools import SourceCollector
@@ -243,17 +244,20 @@ class SubAgentTool(Tool):
             output: Any = None
             finished = False
             seen: set[int] = set()
-            for event in agent.run(_SUB_TASK.format(department=self.dept.name.upper(), task=task), stream=True,
-                                   max_steps=self.spec.max_steps):
-                if scope.cancelled.is_set():
-                    agent.interrupt()
-                if isinstance(event, ActionStep) and event.step_number not in seen:
-                    seen.add(event.step_number)
-                    finished = finished or event.is_final_answer
-                    scope.emit(step_update(scope.department, event, scope.redact, agent_path=(self.name,),
-                                           sources=scope.sources.take_new()))
-                elif isinstance(event, FinalAnswerStep):
-                    output = event.output
+            # The caller's step deadline stops while the sub-agent works: it runs whole model steps of its own,
+            # bounded by its max_steps (and its own sandbox's step timeout), and the task's timeout bounds all.
+            with pause_step_clock():
+                for event in agent.run(_SUB_TASK.format(department=self.dept.name.upper(), task=task), stream=True,
+                                       max_steps=self.spec.max_steps):
+                    if scope.cancelled.is_set():
+                        agent.interrupt()
+                    if isinstance(event, ActionStep) and event.step_number not in seen:
+                        seen.add(event.step_number)
+                        finished = finished or event.is_final_answer
+                        scope.emit(step_update(scope.department, event, scope.redact, agent_path=(self.name,),
+                                               sources=scope.sources.take_new()))
+                    elif isinstance(event, FinalAnswerStep):
+                        output = event.output
         except AgentError as exc:
             raise RuntimeError(f"{self.name} could not finish: {exc}") from None
         finally:

@@ -127,6 +127,30 @@ async def test_marketing_delegates_research_and_shows_nested_steps_and_sources(t
     assert any(s.name == "Step 2" and s.parent_id == sub_run.span_id for s in spans)
 
 
+@pytest.mark.docker
+async def test_a_sub_agent_slower_than_the_callers_step_timeout_still_reports(tmp_path, model_server, search):
+    """Real models take 20-30 s per sub-agent step: the caller's step deadline must not cut the sub-agent off."""
+    (tmp_path / "departments.toml").write_text(COMPANY.replace("step_timeout_s = 20", "step_timeout_s = 3"))
+    settings = make_settings(tmp_path, model_server.base_url, sandbox="docker", config_path=tmp_path / "departments.toml")
+    require_docker_sandbox(settings)
+    page = f"{search.base_url}/pages/airwise-aw3-launch"
+    model_server.model.script(
+        "slow research qx46",
+        code_reply('report = web_research(task="Find the launch price of the Airwise AW-3 qx47")\nprint(report)'),
+        code_reply('final_answer("Research says: " + report)'),
+    )
+    model_server.model.script(
+        "Airwise AW-3 qx47",
+        tool_reply("web_search", query="Airwise AW-3 price"),
+        tool_reply("visit_webpage", url=page),
+        tool_reply("final_answer", answer=f"The AW-3 costs $179 per unit (source: {page})"),
+        delay_s=1.5,
+    )
+    replier = await ask(settings, "marketing: slow research qx46: what does the AW-3 cost?")
+    assert replier.errors == []
+    assert replier.answer.text == f"Research says: The AW-3 costs $179 per unit (source: {page})"
+
+
 async def test_a_code_sub_agent_runs_in_its_own_sandbox_as_the_caller(tmp_path, model_server):
     (tmp_path / "departments.toml").write_text(COMPANY.replace('managed_agents = ["web_research"]',
                                                                'managed_agents = ["web_research", "analyst"]') + textwrap.dedent(
