@@ -63,6 +63,12 @@ class ByteStream(ABC):
     def close(self) -> None:
         """Release the streams at once (never blocks, never raises)."""
 
+    def shutdown(self) -> None:
+        """Make a read or write blocked in another thread end now, where the backend can without releasing
+        the descriptor (that thread may be about to wait on it; a closed number can be reused by a new
+        connection, which it would then wait on instead). Here: close()."""
+        self.close()
+
 
 class PipeStream(ByteStream):
     """A subprocess's stdin/stdout pipes (stderr drained into a diagnostic tail by a daemon thread)."""
@@ -188,6 +194,10 @@ class FrameChannel:
 
     def stderr_text(self) -> str:
         return b"".join(self.stream.stderr_tail).decode("utf-8", "replace")[-4000:]
+
+    def shutdown(self) -> None:
+        """End a receive blocked in another thread (see ByteStream.shutdown); close() releases the stream."""
+        self.stream.shutdown()
 
     def close(self) -> None:
         self.stream.close()

@@ -158,13 +158,17 @@ class DockerAttachStream(ByteStream):
         except OSError as exc:
             raise ChannelGone(str(exc)) from exc
 
-    def close(self) -> None:
-        """Shut the connection down first (other references to the socket keep its fd open, and dockerd would
-        keep streaming into it), then drop the socket and the HTTP response that owns it."""
+    def shutdown(self) -> None:
+        """A reader in another thread sees the end at once; the fd stays ours until close()."""
         try:
             self._sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+
+    def close(self) -> None:
+        """Shut the connection down first (other references to the socket keep its fd open, and dockerd would
+        keep streaming into it), then drop the socket and the HTTP response that owns it."""
+        self.shutdown()
         for closable in (getattr(self._raw, "_response", None), self._raw, self._sock):
             try:
                 if closable is not None:
@@ -197,7 +201,7 @@ class DockerContainer(SandboxInstance):
             if self._killed:
                 return
             self._killed = True
-        self.channel.close()  # a step reading the channel sees its end at once
+        self.channel.shutdown()  # a step reading the channel sees its end at once; destroy() releases it
         if self.paused:  # runsc cannot kill a paused sandbox: `rm -f` fails after 10 s and leaks its shim
             try:
                 self.client.api.unpause(self.id)
@@ -214,6 +218,7 @@ class DockerContainer(SandboxInstance):
             if self._removed:
                 return
             self._removed = True
+        self.channel.close()
         try:
             self.client.api.remove_container(self.id, force=True, v=True)  # v: its OUTPUT_DIR volume too
         except NotFound:

@@ -94,10 +94,9 @@ class WasmProcess(SandboxInstance):
                 return
             self._killed = True
         try:
-            self.process.kill()  # SIGKILL also ends a SIGSTOPped process
+            self.process.kill()  # SIGKILL also ends a SIGSTOPped process; a step reading its stdout sees the end
         except OSError:
             pass
-        self.channel.close()
 
     def destroy(self) -> None:
         self.kill()
@@ -105,6 +104,7 @@ class WasmProcess(SandboxInstance):
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             log.warning("sandbox process %s did not exit after SIGKILL", self.process.pid)
+        self.channel.close()  # only now: a step still reading may be about to wait on these descriptors
         for stream in (self.process.stderr,):
             try:
                 stream.close()
