@@ -23,7 +23,7 @@ from smolagents.utils import AgentError
 
 from agents.chat import Caller, Source, StepUpdate
 from agents.departments import Company, Department, SubAgent
-from agents.prompts import code_prompt_templates, fenced_instructions
+from agents.prompts import code_prompt_templates, fenced_instructions, tool_calling_prompt_templates
 from agents.sandbox import pause_step_clock
 from agents.sandbox.base import Sandbox, SandboxProvider
 from agents.security import cap
@@ -99,7 +99,8 @@ def build_agent(dept: Department, company: Company, model: Model, executor: Sand
     tags = code_tags(dept.code_block_tags, default_code_tags)
     if dept.agent == "tool_calling":
         return ToolCallingAgent(tools=tools, model=model, max_steps=dept.max_steps, instructions=instructions,
-                                verbosity_level=LogLevel.OFF, name=f"{dept.name}_agent")
+                                verbosity_level=LogLevel.OFF, name=f"{dept.name}_agent",
+                                prompt_templates=tool_calling_prompt_templates())
     return CodeAgent(
         tools=tools, model=model, executor=executor, additional_authorized_imports=list(dept.authorized_imports),
         max_steps=dept.max_steps, instructions=fenced_instructions(instructions, tags), verbosity_level=LogLevel.OFF,
@@ -225,7 +226,8 @@ class SubAgentTool(Tool):
                              verbosity_level=LogLevel.OFF, name=spec.name, code_block_tags=tags,
                              prompt_templates=code_prompt_templates(), step_callbacks=[nudge_repeats])
         return ToolCallingAgent(tools=tools, model=self.model, max_steps=spec.max_steps, instructions=instructions,
-                                verbosity_level=LogLevel.OFF, name=spec.name)
+                                verbosity_level=LogLevel.OFF, name=spec.name,
+                                prompt_templates=tool_calling_prompt_templates())
 
     def forward(self, task: str) -> str:
         scope = self.scope

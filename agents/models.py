@@ -9,14 +9,23 @@ remembers it for the life of the process:
 - a reasoning model that refuses `temperature` gets none; one that wants `max_completion_tokens` instead
   of `max_tokens` gets that; one that refuses `stop` gets none (smolagents then cuts the reply itself).
 Each adaptation costs one refused request the first time and is logged.
+
+A server without native tool calls (llama-cpp-python's default chat handler) returns the call as text, and
+a small model often writes more around it: the `<tools>` list its chat template showed it, the call in a
+fence, a second call. The call taken is the first JSON object in the text with a "name", not the span from
+the first `{` to the last `}` that smolagents decodes.
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
+import uuid
 
 import openai
 from smolagents import InferenceClientModel, Model, OpenAIServerModel
+from smolagents.models import (ChatMessage, ChatMessageToolCall, ChatMessageToolCallFunction, MessageRole,
+                               parse_json_if_needed)
 
 from agents.settings import Settings
 
@@ -105,6 +114,15 @@ class CompatibleModel(OpenAIServerModel):
             completion.pop("stop", None)
         return completion
 
+    def parse_tool_calls(self, message: ChatMessage) -> ChatMessage:
+        message.role = MessageRole.ASSISTANT
+        if not message.tool_calls:
+            message.tool_calls = [tool_call_in_text(message.content or "", self.tool_name_key,
+                                                    self.tool_arguments_key)]
+        for call in message.tool_calls:
+            call.function.arguments = parse_json_if_needed(call.function.arguments)
+        return message
+
     def generate(self, *args, **kwargs):
         for _ in range(4):  # at most one refusal per adaptation
             try:
@@ -115,6 +133,27 @@ class CompatibleModel(OpenAIServerModel):
                     raise
                 self._learn(what)
         return super().generate(*args, **kwargs)
+
+
+def tool_call_in_text(text: str, name_key: str = "name", arguments_key: str = "arguments") -> ChatMessageToolCall:
+    """The first JSON object in a model's text reply that names a tool (see the module docstring)."""
+    decoder = json.JSONDecoder(strict=False)
+    start = text.find("{")
+    while start != -1:
+        try:
+            found, end = decoder.raw_decode(text, start)
+        except ValueError:
+            start = text.find("{", start + 1)
+            continue
+        if isinstance(found, dict) and isinstance(found.get(name_key), str):
+            arguments = found.get(arguments_key)
+            return ChatMessageToolCall(
+                id=str(uuid.uuid4()), type="function",
+                function=ChatMessageToolCallFunction(name=found[name_key], arguments=parse_json_if_needed(
+                    arguments) if isinstance(arguments, str) else arguments))
+        start = text.find("{", end)  # an object without a name (a tool's schema): skip it whole
+    raise ValueError('no tool call in the reply: answer with one JSON object {"name": "<tool>", "arguments": '
+                     '{...}}, e.g. {"name": "final_answer", "arguments": {"answer": "..."}}')
 
 
 def build_model(settings: Settings) -> Model:

@@ -1,11 +1,12 @@
-"""The code agents' system prompt: short, with only the department's own functions in it.
+"""The agents' system prompts: short, with only the agent's own functions or tools in it.
 
 smolagents' default prompt is ~2,500 tokens of examples with notional tools (`wikipedia_search`,
 `image_generator`, ...). A small model copies those tools into its code and loops on "not among the
 explicitly allowed tools" errors; a large one pays for the tokens on every step. This prompt keeps the
 Thought/code/observation cycle smolagents parses and the rules that matter in a sandbox; the worked
 examples come from each department's instructions. The planning and final-answer templates stay
-smolagents' own.
+smolagents' own. Tool-calling agents (web_research, `agent = "tool_calling"` departments) get the same
+treatment: smolagents' ~900-token prompt of notional calls is replaced by the one JSON form and four rules.
 """
 from __future__ import annotations
 
@@ -55,18 +56,55 @@ Team members you can give a task to, like a function: name(task="the complete ta
 """
 
 
+TOOL_CALLING_SYSTEM_PROMPT = """\
+You answer requests by calling tools, one call per reply. A reply is only the call, one JSON object:
+{"name": "<tool name>", "arguments": {"<argument>": "<value>"}}
+The tool's result comes back to you as an Observation; then you make the next call.
+
+Rules:
+1. Call only the tools listed below, with the arguments they take, written as values (never variable names).
+2. Every fact and figure in your answer must come from a tool's result; never invent one.
+3. Never repeat a call you already made with the same arguments.
+4. Finish by calling final_answer with a complete sentence with the facts (and their sources):
+{"name": "final_answer", "arguments": {"answer": "..."}}
+
+Your tools:
+{%- for tool in tools.values() %}
+- {{ tool.to_tool_calling_prompt() }}
+{%- endfor %}
+{%- if managed_agents and managed_agents.values() | list %}
+Team members you can give a task to, like a tool, with the argument task (the complete task in plain words):
+{%- for agent in managed_agents.values() %}
+- {{ agent.name }}: {{ agent.description }}
+{%- endfor %}
+{%- endif %}
+{%- if custom_instructions %}
+
+{{custom_instructions}}
+{%- endif %}
+"""
+
+
 @functools.cache
-def _smolagents_templates() -> dict[str, Any]:
-    text = resources.files("smolagents.prompts").joinpath("code_agent.yaml").read_text(encoding="utf-8")
+def _smolagents_templates(kind: str) -> dict[str, Any]:
+    text = resources.files("smolagents.prompts").joinpath(f"{kind}_agent.yaml").read_text(encoding="utf-8")
     return yaml.safe_load(text)
 
 
-def code_prompt_templates() -> dict[str, Any]:
-    """smolagents' CodeAgent templates with agentdesk's system prompt (a fresh copy: agents may mutate it)."""
+def _templates(kind: str, system_prompt: str) -> dict[str, Any]:
+    """smolagents' templates of that kind with agentdesk's system prompt (a fresh copy: agents may mutate it)."""
     templates = {key: (dict(value) if isinstance(value, dict) else value)
-                 for key, value in _smolagents_templates().items()}
-    templates["system_prompt"] = CODE_SYSTEM_PROMPT
+                 for key, value in _smolagents_templates(kind).items()}
+    templates["system_prompt"] = system_prompt
     return templates
+
+
+def code_prompt_templates() -> dict[str, Any]:
+    return _templates("code", CODE_SYSTEM_PROMPT)
+
+
+def tool_calling_prompt_templates() -> dict[str, Any]:
+    return _templates("toolcalling", TOOL_CALLING_SYSTEM_PROMPT)
 
 
 _FENCE = re.compile(r"```(?:python|py)?\n(.*?)\n```", re.S)

@@ -6,6 +6,7 @@ loopback SearXNG stand-in (allowed by the test company's [egress] allow_private)
 from __future__ import annotations
 
 import dataclasses
+import json
 import textwrap
 
 import pytest
@@ -148,6 +149,41 @@ async def test_a_sub_agent_slower_than_the_callers_step_timeout_still_reports(tm
     )
     replier = await ask(settings, "marketing: slow research qx46: what does the AW-3 cost?")
     assert replier.errors == []
+    assert replier.answer.text == f"Research says: The AW-3 costs $179 per unit (source: {page})"
+
+
+def llama_text_call(name: str, **arguments) -> str:
+    """A tool call as llama-cpp-python's server returns it without native tool calls, as Qwen2.5-Coder-1.5B wrote
+    it: the `<tools>` list its chat template showed it, echoed, then the call in an `<action>` block."""
+    schemas = "\n".join(json.dumps({"type": "function", "function": {"name": tool, "parameters": {}}})
+                        for tool in ("web_search", "visit_webpage", "final_answer"))
+    call = json.dumps({"name": name, "arguments": arguments}, indent=2)
+    return f"<tools>\n{schemas}\n</tools>\n\n<action>\n{call}\n</action>\n\n<action>\n{call}"
+
+
+async def test_a_sub_agent_whose_server_returns_tool_calls_as_text_still_researches(tmp_path, model_server, search):
+    (tmp_path / "departments.toml").write_text(COMPANY)
+    page = f"{search.base_url}/pages/airwise-aw3-launch"
+    model_server.model.script(
+        "text calls qx48",
+        code_reply('report = web_research(task="Find the launch price of the Airwise AW-3 qx49")\nprint(report)'),
+        code_reply('final_answer("Research says: " + report)'),
+    )
+    model_server.model.script(
+        "Airwise AW-3 qx49",
+        llama_text_call("web_search", query="Airwise AW-3 price"),
+        llama_text_call("visit_webpage", url=page),
+        llama_text_call("final_answer", answer=f"The AW-3 costs $179 per unit (source: {page})"),
+    )
+    settings = make_settings(tmp_path, model_server.base_url, sandbox="local", config_path=tmp_path / "departments.toml")
+    replier = await ask(settings, "marketing: text calls qx48: what does the AW-3 cost?")
+    assert replier.errors == []
+    assert [(s.where, s.title, s.error) for s in replier.steps[:3]] == [
+        ("marketing › web_research", "searching “Airwise AW-3 price”", None),
+        ("marketing › web_research", f"visiting {page}", None),
+        ("marketing › web_research", "Final answer", None),
+    ]
+    assert "$179 per unit" in replier.steps[1].observation
     assert replier.answer.text == f"Research says: The AW-3 costs $179 per unit (source: {page})"
 
 

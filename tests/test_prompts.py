@@ -45,3 +45,17 @@ def test_fences_are_left_alone_for_markdown_and_become_code_tags_otherwise():
     text = "Do this:\n```python\nprint(1)\n```\nthen that."
     assert fenced_instructions(text, "markdown") == text
     assert fenced_instructions(text, None) == "Do this:\n<code>\nprint(1)\n</code>\nthen that."
+
+
+def test_web_research_sub_agent_gets_the_short_tool_calling_prompt_with_its_own_tools():
+    company = load_company(BUNDLED_COMPANY_DIR / "departments.toml")
+    scope = TaskScope(caller=Caller(platform="slack", workspace="T1", user="U_ALICE"), department="marketing")
+    tool = next(t for t in build_agent(company.departments["marketing"], company, Model(model_id="unused"), None,
+                                       scope).tools.values() if t.name == "web_research")
+    prompt = tool._agent(None).memory.system_prompt.system_prompt
+    assert "- web_search:" in prompt and "- visit_webpage:" in prompt and "- final_answer:" in prompt
+    assert '{"name": "final_answer", "arguments": {"answer": "..."}}' in prompt
+    assert '2. {"name": "visit_webpage", "arguments": {"url": ' in prompt  # the bundled worked example
+    for notional in ("Guangzhou", "image_generator", "document_qa"):
+        assert notional not in prompt
+    assert len(prompt) < 3_000, len(prompt)
