@@ -23,6 +23,7 @@ from smolagents.utils import AgentError
 
 from agents.chat import Caller, Source, StepUpdate
 from agents.departments import Company, Department, SubAgent
+from agents.models import text_through_first_call
 from agents.prompts import code_prompt_templates, fenced_instructions, tool_calling_prompt_templates
 from agents.sandbox import pause_step_clock
 from agents.sandbox.base import Sandbox, SandboxProvider
@@ -100,12 +101,13 @@ def build_agent(dept: Department, company: Company, model: Model, executor: Sand
     if dept.agent == "tool_calling":
         return ToolCallingAgent(tools=tools, model=model, max_steps=dept.max_steps, instructions=instructions,
                                 verbosity_level=LogLevel.OFF, name=f"{dept.name}_agent",
-                                prompt_templates=tool_calling_prompt_templates())
+                                prompt_templates=tool_calling_prompt_templates(),
+                                step_callbacks=[keep_only_the_call_taken])
     return CodeAgent(
         tools=tools, model=model, executor=executor, additional_authorized_imports=list(dept.authorized_imports),
         max_steps=dept.max_steps, instructions=fenced_instructions(instructions, tags), verbosity_level=LogLevel.OFF,
         name=f"{dept.name}_agent", code_block_tags=tags,
-        prompt_templates=code_prompt_templates(), step_callbacks=[nudge_repeats],
+        prompt_templates=code_prompt_templates(), step_callbacks=[nudge_repeats, nudge_no_network],
     )
 
 
@@ -156,11 +158,36 @@ def nudge_repeats(step: ActionStep, agent: MultiStepAgent) -> None:
         step.observations = (step.observations or "") + REPEAT_NOTE
 
 
+NETWORK_IMPORT = re.compile(r"Import of (requests|urllib\S*|httpx|aiohttp|bs4|socket|http\.client)\b is not allowed")
+
+
+def nudge_no_network(step: ActionStep, agent: MultiStepAgent) -> None:
+    """Small models reach for `requests` when asked to look something up online, and retry it until the step
+    limit; the sandbox has no network by design. Point them once per step at the web sub-agent they have."""
+    researchers = [t.name for t in agent.tools.values() if isinstance(t, SubAgentTool)
+                   and any("web" in path for path in t.spec.tools)]
+    if researchers and step.error is not None and NETWORK_IMPORT.search(str(step.error.message)):
+        step.observations = (step.observations or "") + NETWORK_NOTE.format(name=researchers[0])
+
+
+NETWORK_NOTE = ("\nNote: your code has no internet access. For anything on the web, call "
+                '{name}(task="the whole question") in your code and answer with its report.')
+
+
+def keep_only_the_call_taken(step: ActionStep, agent: MultiStepAgent) -> None:
+    """A tool-calling step keeps in memory only its reply up to the call that ran (text_through_first_call)."""
+    if step.tool_calls and isinstance(step.model_output, str):
+        step.model_output = text_through_first_call(step.model_output)
+        if step.model_output_message is not None:
+            step.model_output_message.content = step.model_output
+
+
 def clean_observation(text: str | None) -> str | None:
     """The step's printed output and result, without smolagents' scaffolding lines (or agentdesk's own)."""
     if not text:
         return text
     text = text.replace(REPEAT_NOTE, "").replace("Execution logs:\n", "")
+    text = re.sub(re.escape(NETWORK_NOTE).replace(r"\{name\}", r"\w+"), "", text)
     text = re.sub(r"\n?Last output from code snippet:\n(None)?", "\n", text)
     return text.strip() or None
 
@@ -227,7 +254,8 @@ class SubAgentTool(Tool):
                              prompt_templates=code_prompt_templates(), step_callbacks=[nudge_repeats])
         return ToolCallingAgent(tools=tools, model=self.model, max_steps=spec.max_steps, instructions=instructions,
                                 verbosity_level=LogLevel.OFF, name=spec.name,
-                                prompt_templates=tool_calling_prompt_templates())
+                                prompt_templates=tool_calling_prompt_templates(),
+                                step_callbacks=[keep_only_the_call_taken])
 
     def forward(self, task: str) -> str:
         scope = self.scope

@@ -135,8 +135,7 @@ class CompatibleModel(OpenAIServerModel):
         return super().generate(*args, **kwargs)
 
 
-def tool_call_in_text(text: str, name_key: str = "name", arguments_key: str = "arguments") -> ChatMessageToolCall:
-    """The first JSON object in a model's text reply that names a tool (see the module docstring)."""
+def _first_call(text: str, name_key: str) -> tuple[dict, int] | None:
     decoder = json.JSONDecoder(strict=False)
     start = text.find("{")
     while start != -1:
@@ -146,14 +145,29 @@ def tool_call_in_text(text: str, name_key: str = "name", arguments_key: str = "a
             start = text.find("{", start + 1)
             continue
         if isinstance(found, dict) and isinstance(found.get(name_key), str):
-            arguments = found.get(arguments_key)
-            return ChatMessageToolCall(
-                id=str(uuid.uuid4()), type="function",
-                function=ChatMessageToolCallFunction(name=found[name_key], arguments=parse_json_if_needed(
-                    arguments) if isinstance(arguments, str) else arguments))
+            return found, end
         start = text.find("{", end)  # an object without a name (a tool's schema): skip it whole
-    raise ValueError('no tool call in the reply: answer with one JSON object {"name": "<tool>", "arguments": '
-                     '{...}}, e.g. {"name": "final_answer", "arguments": {"answer": "..."}}')
+    return None
+
+
+def tool_call_in_text(text: str, name_key: str = "name", arguments_key: str = "arguments") -> ChatMessageToolCall:
+    """The first JSON object in a model's text reply that names a tool (see the module docstring)."""
+    first = _first_call(text, name_key)
+    if first is None:
+        raise ValueError('no tool call in the reply: answer with one JSON object {"name": "<tool>", "arguments": '
+                         '{...}}, e.g. {"name": "final_answer", "arguments": {"answer": "..."}}')
+    found = first[0]
+    arguments = found.get(arguments_key)
+    return ChatMessageToolCall(id=str(uuid.uuid4()), type="function", function=ChatMessageToolCallFunction(
+        name=found[name_key], arguments=parse_json_if_needed(arguments) if isinstance(arguments, str) else arguments))
+
+
+def text_through_first_call(text: str, name_key: str = "name") -> str:
+    """A text reply cut after the call that was taken. A small model often writes the whole run in one reply
+    (every call, invented results, a final answer); kept in its memory, the next step copies the invented
+    answer instead of reading the real Observation."""
+    first = _first_call(text, name_key)
+    return text if first is None else text[:first[1]]
 
 
 def build_model(settings: Settings) -> Model:

@@ -154,11 +154,13 @@ async def test_a_sub_agent_slower_than_the_callers_step_timeout_still_reports(tm
 
 def llama_text_call(name: str, **arguments) -> str:
     """A tool call as llama-cpp-python's server returns it without native tool calls, as Qwen2.5-Coder-1.5B wrote
-    it: the `<tools>` list its chat template showed it, echoed, then the call in an `<action>` block."""
+    it: the `<tools>` list its chat template showed it, echoed, then the call in an `<action>` block, then the rest
+    of the run it imagined (a made-up final answer)."""
     schemas = "\n".join(json.dumps({"type": "function", "function": {"name": tool, "parameters": {}}})
                         for tool in ("web_search", "visit_webpage", "final_answer"))
     call = json.dumps({"name": name, "arguments": arguments}, indent=2)
-    return f"<tools>\n{schemas}\n</tools>\n\n<action>\n{call}\n</action>\n\n<action>\n{call}"
+    imagined = json.dumps({"name": "final_answer", "arguments": {"answer": "INVENTED: it costs $199"}})
+    return f"<tools>\n{schemas}\n</tools>\n\n<action>\n{call}\n</action>\n{imagined}\nFinal answer: INVENTED"
 
 
 async def test_a_sub_agent_whose_server_returns_tool_calls_as_text_still_researches(tmp_path, model_server, search):
@@ -185,6 +187,28 @@ async def test_a_sub_agent_whose_server_returns_tool_calls_as_text_still_researc
     ]
     assert "$179 per unit" in replier.steps[1].observation
     assert replier.answer.text == f"Research says: The AW-3 costs $179 per unit (source: {page})"
+    # what the model imagined after the call it made never reaches its next prompt (it would copy the answer)
+    sub_agent = [r for r in model_server.model.requests if "by calling tools" in json.dumps(r["messages"][0])]
+    later = sub_agent[1:]
+    assert len(later) == 2 and not any("INVENTED" in json.dumps(r) for r in later)
+
+
+async def test_code_that_imports_requests_is_pointed_at_the_web_sub_agent(tmp_path, model_server, search):
+    """Small models write `import requests` for a web question; the note names the sub-agent they do have."""
+    (tmp_path / "departments.toml").write_text(COMPANY)
+    model_server.model.script(
+        "online qx50",
+        code_reply('import requests\nprint(requests.get("https://sensora.example").text)'),
+        code_reply('final_answer(web_research(task="How much did Sensora raise in its Series C? qx51"))'),
+    )
+    model_server.model.script("Series C? qx51", tool_reply("final_answer", answer="Sensora raised $40 million."))
+    settings = make_settings(tmp_path, model_server.base_url, sandbox="local", config_path=tmp_path / "departments.toml")
+    replier = await ask(settings, "marketing: online qx50: how much did Sensora raise?")
+    assert replier.errors == [] and replier.answer.text == "Sensora raised $40 million."
+    assert "Import of requests is not allowed" in replier.steps[0].error
+    assert replier.steps[0].observation is None  # the note is for the model, not the thread
+    retry = next(r for r in model_server.model.requests if "online qx50" in json.dumps(r) and len(r["messages"]) > 2)
+    assert 'call web_research(task="the whole question")' in str(retry["messages"][-1]["content"])
 
 
 async def test_a_code_sub_agent_runs_in_its_own_sandbox_as_the_caller(tmp_path, model_server):
