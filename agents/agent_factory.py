@@ -163,15 +163,16 @@ NETWORK_IMPORT = re.compile(r"Import of (requests|urllib\S*|httpx|aiohttp|bs4|so
 
 def nudge_no_network(step: ActionStep, agent: MultiStepAgent) -> None:
     """Small models reach for `requests` when asked to look something up online, and retry it until the step
-    limit; the sandbox has no network by design. Point them once per step at the web sub-agent they have."""
+    limit; the sandbox has no network by design. The error they read names the web sub-agent they have."""
     researchers = [t.name for t in agent.tools.values() if isinstance(t, SubAgentTool)
                    and any("web" in path for path in t.spec.tools)]
     if researchers and step.error is not None and NETWORK_IMPORT.search(str(step.error.message)):
-        step.observations = (step.observations or "") + NETWORK_NOTE.format(name=researchers[0])
+        step.error.message = NETWORK_NOTE.format(name=researchers[0]) + str(step.error.message)
+        step.error.args = (step.error.message,)  # the model's memory shows str(error)
 
 
-NETWORK_NOTE = ("\nNote: your code has no internet access. For anything on the web, call "
-                '{name}(task="the whole question") in your code and answer with its report.')
+NETWORK_NOTE = ('Your code has no internet access: for anything on the web, write report = {name}(task="the '
+                'whole question") and then final_answer(report). ')
 
 
 def keep_only_the_call_taken(step: ActionStep, agent: MultiStepAgent) -> None:
@@ -187,7 +188,6 @@ def clean_observation(text: str | None) -> str | None:
     if not text:
         return text
     text = text.replace(REPEAT_NOTE, "").replace("Execution logs:\n", "")
-    text = re.sub(re.escape(NETWORK_NOTE).replace(r"\{name\}", r"\w+"), "", text)
     text = re.sub(r"\n?Last output from code snippet:\n(None)?", "\n", text)
     return text.strip() or None
 

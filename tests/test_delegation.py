@@ -206,9 +206,9 @@ async def test_code_that_imports_requests_is_pointed_at_the_web_sub_agent(tmp_pa
     replier = await ask(settings, "marketing: online qx50: how much did Sensora raise?")
     assert replier.errors == [] and replier.answer.text == "Sensora raised $40 million."
     assert "Import of requests is not allowed" in replier.steps[0].error
-    assert replier.steps[0].observation is None  # the note is for the model, not the thread
+    assert "no internet access" in replier.steps[0].error  # the person sees why, too
     retry = next(r for r in model_server.model.requests if "online qx50" in json.dumps(r) and len(r["messages"]) > 2)
-    assert 'call web_research(task="the whole question")' in str(retry["messages"][-1]["content"])
+    assert 'write report = web_research(task="the whole question")' in str(retry["messages"][-1]["content"])
 
 
 async def test_a_code_sub_agent_runs_in_its_own_sandbox_as_the_caller(tmp_path, model_server):
