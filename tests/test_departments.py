@@ -59,7 +59,7 @@ def test_bundled_tools_load_as_smolagents_tools():
     company = load_company(BUNDLED_CONFIG)
     names = {name: sorted(t.name for t in d.load_tools()) for name, d in company.departments.items()}
     assert names == {
-        "hr": ["benefits_summary", "book_leave", "leave_balance", "search_policies", "viewing_context"],
+        "hr": ["book_leave", "leave_balance", "search_policies", "viewing_context"],
         "marketing": ["campaign_data", "campaign_summary", "viewing_context"],
         "sales": ["compare_products", "create_quote", "find_products", "price_quote", "viewing_context"],
     }
