@@ -17,6 +17,21 @@ from typing import Any
 
 import yaml
 
+def _team_and_instructions(call_as: str) -> str:
+    """The prompts' common end: the managed agents, then the department's own instructions."""
+    return (
+        "{%- if managed_agents and managed_agents.values() | list %}\n"
+        f"Team members you can give a task to, {call_as}:\n"
+        "{%- for agent in managed_agents.values() %}\n"
+        "- {{ agent.name }}: {{ agent.description }}\n"
+        "{%- endfor %}\n"
+        "{%- endif %}\n"
+        "{%- if custom_instructions %}\n\n"
+        "{{custom_instructions}}\n"
+        "{%- endif %}\n"
+    )
+
+
 CODE_SYSTEM_PROMPT = """\
 You answer requests by writing Python code, step by step. Each step is exactly:
 Thought: one short sentence saying what you will do.
@@ -43,17 +58,7 @@ Your functions:
 {{ tool.to_code_prompt() }}
 {% endfor %}
 {{code_block_closing_tag}}
-{%- if managed_agents and managed_agents.values() | list %}
-Team members you can give a task to, like a function: name(task="the complete task in plain words"):
-{%- for agent in managed_agents.values() %}
-- {{ agent.name }}: {{ agent.description }}
-{%- endfor %}
-{%- endif %}
-{%- if custom_instructions %}
-
-{{custom_instructions}}
-{%- endif %}
-"""
+""" + _team_and_instructions('like a function: name(task="the complete task in plain words")')
 
 
 TOOL_CALLING_SYSTEM_PROMPT = """\
@@ -72,17 +77,7 @@ Your tools:
 {%- for tool in tools.values() %}
 - {{ tool.to_tool_calling_prompt() }}
 {%- endfor %}
-{%- if managed_agents and managed_agents.values() | list %}
-Team members you can give a task to, like a tool, with the argument task (the complete task in plain words):
-{%- for agent in managed_agents.values() %}
-- {{ agent.name }}: {{ agent.description }}
-{%- endfor %}
-{%- endif %}
-{%- if custom_instructions %}
-
-{{custom_instructions}}
-{%- endif %}
-"""
+""" + _team_and_instructions("like a tool, with the argument task (the complete task in plain words)")
 
 
 @functools.cache
