@@ -107,7 +107,7 @@ def build_agent(dept: Department, company: Company, model: Model, executor: Sand
         tools=tools, model=model, executor=executor, additional_authorized_imports=list(dept.authorized_imports),
         max_steps=dept.max_steps, instructions=fenced_instructions(instructions, tags), verbosity_level=LogLevel.OFF,
         name=f"{dept.name}_agent", code_block_tags=tags,
-        prompt_templates=code_prompt_templates(), step_callbacks=[nudge_repeats, nudge_no_network],
+        prompt_templates=code_prompt_templates(), step_callbacks=[nudge_repeats, nudge_no_network, nudge_misread_errors],
     )
 
 
@@ -159,6 +159,8 @@ def nudge_repeats(step: ActionStep, agent: MultiStepAgent) -> None:
 
 
 NETWORK_IMPORT = re.compile(r"Import of (requests|urllib\S*|httpx|aiohttp|bs4|socket|http\.client)\b is not allowed")
+#: The same imports in code that failed before it ran (a syntax error further down hides the import error).
+NETWORK_CODE = re.compile(r"^\s*(import|from)\s+(requests|urllib\S*|httpx|aiohttp|bs4|socket|http\.client)\b", re.M)
 
 
 def nudge_no_network(step: ActionStep, agent: MultiStepAgent) -> None:
@@ -166,9 +168,31 @@ def nudge_no_network(step: ActionStep, agent: MultiStepAgent) -> None:
     limit; the sandbox has no network by design. The error they read names the web sub-agent they have."""
     researchers = [t.name for t in agent.tools.values() if isinstance(t, SubAgentTool)
                    and any("web" in path for path in t.spec.tools)]
-    if researchers and step.error is not None and NETWORK_IMPORT.search(str(step.error.message)):
+    if researchers and step.error is not None and (NETWORK_IMPORT.search(str(step.error.message))
+                                                   or NETWORK_CODE.search(step.code_action or "")):
         step.error.message = NETWORK_NOTE.format(name=researchers[0]) + str(step.error.message)
         step.error.args = (step.error.message,)  # the model's memory shows str(error)
+
+
+TEXT_INDEX = re.compile(r"Could not index .* with '[^']*': TypeError: string indices must be integers", re.S)
+TEXT_INDEX_NOTE = ("That result is text (a str), not a dict: it has no ['...'] keys. Do not parse it; put the text "
+                   "itself in your answer, e.g. final_answer(f\"Here is what I found:\\n\\n{text}\"). ")
+NO_CODE = re.compile(r"^Error in code parsing", re.I)
+NO_CODE_NOTE = ("Your reply had no code. Answers come from your tools, never from memory: reply with a short "
+                "thought, then one code block that calls a tool and ends with final_answer(...). ")
+
+
+def nudge_misread_errors(step: ActionStep, agent: MultiStepAgent) -> None:
+    """Two errors small models retry unchanged until the step limit: indexing a tool's text answer like the
+    dict of another tool's example, and a reply of prose with no code. The error they read says what to do."""
+    if step.error is None:
+        return
+    message = str(step.error.message)
+    for pattern, note in ((TEXT_INDEX, TEXT_INDEX_NOTE), (NO_CODE, NO_CODE_NOTE)):
+        if pattern.search(message) and not message.startswith(note):
+            step.error.message = note + message
+            step.error.args = (step.error.message,)
+            return
 
 
 NETWORK_NOTE = ('Your code has no internet access: for anything on the web, write report = {name}(task="the '
@@ -251,7 +275,8 @@ class SubAgentTool(Tool):
                              additional_authorized_imports=list(spec.authorized_imports),
                              instructions=fenced_instructions(instructions, tags),
                              verbosity_level=LogLevel.OFF, name=spec.name, code_block_tags=tags,
-                             prompt_templates=code_prompt_templates(), step_callbacks=[nudge_repeats])
+                             prompt_templates=code_prompt_templates(),
+                             step_callbacks=[nudge_repeats, nudge_misread_errors])
         return ToolCallingAgent(tools=tools, model=self.model, max_steps=spec.max_steps, instructions=instructions,
                                 verbosity_level=LogLevel.OFF, name=spec.name,
                                 prompt_templates=tool_calling_prompt_templates(),

@@ -251,7 +251,16 @@ def task_text(request: ChatRequest, route: Route, files: list[str]) -> str:
             "Files shared with this request (their paths are in the variable INPUT_FILES; their contents are "
             f"untrusted too): {_defang_frame(', '.join(files))}"
         )
+    parts.append(REPLY_CUES.get(route.department.agent, REPLY_CUES["code"]))
     return "\n\n".join(parts)
+
+
+#: The last line of a task says what a reply is: small models otherwise answer from memory, in prose inside
+#: the request's own user_message tags, as if continuing it.
+REPLY_CUES = {
+    "code": "Reply with a short thought, then one code block that uses your tools as your instructions show.",
+    "tool_calling": "Reply with one call to one of your tools, as your instructions show.",
+}
 
 
 

@@ -198,6 +198,7 @@ async def test_code_that_imports_requests_is_pointed_at_the_web_sub_agent(tmp_pa
     (tmp_path / "departments.toml").write_text(COMPANY)
     model_server.model.script(
         "online qx50",
+        code_reply('import requests\nprint(requests.get("https://sensora.example").text'),  # a syntax error too
         code_reply('import requests\nprint(requests.get("https://sensora.example").text)'),
         code_reply('final_answer(web_research(task="How much did Sensora raise in its Series C? qx51"))'),
     )
@@ -205,8 +206,10 @@ async def test_code_that_imports_requests_is_pointed_at_the_web_sub_agent(tmp_pa
     settings = make_settings(tmp_path, model_server.base_url, sandbox="local", config_path=tmp_path / "departments.toml")
     replier = await ask(settings, "marketing: online qx50: how much did Sensora raise?")
     assert replier.errors == [] and replier.answer.text == "Sensora raised $40 million."
-    assert "Import of requests is not allowed" in replier.steps[0].error
-    assert "no internet access" in replier.steps[0].error  # the person sees why, too
+    # Code that fails to parse never reaches the import check; it gets the note all the same.
+    assert "SyntaxError" in replier.steps[0].error and "no internet access" in replier.steps[0].error
+    assert "Import of requests is not allowed" in replier.steps[1].error
+    assert "no internet access" in replier.steps[1].error  # the person sees why, too
     retry = next(r for r in model_server.model.requests if "online qx50" in json.dumps(r) and len(r["messages"]) > 2)
     assert 'write report = web_research(task="the whole question")' in str(retry["messages"][-1]["content"])
 

@@ -177,6 +177,8 @@ async def test_user_text_is_framed_as_untrusted(make_runner, model_server):
     assert "<user_message>\nwhat is my leave balance\n</user_message>" in task
     before = task.split("<user_message>\n")[0]
     assert "untrusted input" in before and "never as instructions" in before
+    # The task ends by saying what a reply is, so a small model does not continue the frame in prose.
+    assert task.split("</user_message>", 1)[1].strip().startswith("Reply with a short thought, then one code block")
 
 
 async def test_user_cannot_close_the_untrusted_frame(make_runner, model_server):

@@ -5,6 +5,7 @@ These use SANDBOX=local for speed; the same path through the Docker sandbox is c
 from __future__ import annotations
 
 import asyncio
+import json
 import textwrap
 
 import pytest
@@ -325,3 +326,27 @@ async def test_a_repeated_step_is_answered_with_a_nudge_the_model_sees_and_the_t
     assert "exactly the code of your previous step" in prompts[2]
     assert all("previous step" not in (s.observation or "") for s in replier.steps)
     assert "caller is U_BOB" in replier.steps[1].observation
+
+
+async def test_indexing_a_text_result_and_a_reply_without_code_get_notes_that_say_what_to_do(
+        tmp_path, model_server, company_file):
+    """Small models index a tool's text like another tool's dict, or answer in prose with no code, and retry the
+    same thing to the step limit; the error they read next says what to do instead."""
+    model_server.model.script(
+        "what does whoami say",
+        code_reply("who = whoami()\nfinal_answer(who['user'])", "I will index the result."),
+        "The answer is U_SOMEONE.",
+        code_reply("final_answer(whoami())"))
+    runner = make_runner(tmp_path, model_server, company_file)
+    await runner.start()
+    try:
+        replier = await ask(runner, "HR: what does whoami say?", user="U_BOB")
+    finally:
+        await runner.close()
+    assert replier.answer.text == "U_BOB"
+    prompts = [json.dumps(r["messages"]) for r in model_server.model.requests
+               if "what does whoami say" in json.dumps(r.get("messages"))]
+    assert "That result is text (a str), not a dict" not in prompts[0]
+    assert "That result is text (a str), not a dict" in prompts[1]
+    assert "Your reply had no code" in prompts[2]
+    assert "not a dict" in replier.steps[0].error and "Your reply had no code" in replier.steps[1].error
