@@ -182,17 +182,26 @@ NO_CODE_NOTE = ("Your reply had no code. Answers come from your tools, never fro
                 "thought, then one code block that calls a tool and ends with final_answer(...). ")
 
 
+UNDEFINED = re.compile(r"The variable `(\w+)` is not defined")
+#: The usual alias -> the import that defines it.
+ALIASES = {"plt": "import matplotlib.pyplot as plt", "pd": "import pandas as pd", "np": "import numpy as np"}
+
+
 def nudge_misread_errors(step: ActionStep, agent: MultiStepAgent) -> None:
-    """Two errors small models retry unchanged until the step limit: indexing a tool's text answer like the
-    dict of another tool's example, and a reply of prose with no code. The error they read says what to do."""
+    """Errors small models retry unchanged until the step limit: indexing a tool's text answer like the dict of
+    another tool's example, a reply of prose with no code, and a module alias used without its import. The
+    error they read next says what to do."""
     if step.error is None:
         return
     message = str(step.error.message)
-    for pattern, note in ((TEXT_INDEX, TEXT_INDEX_NOTE), (NO_CODE, NO_CODE_NOTE)):
-        if pattern.search(message) and not message.startswith(note):
-            step.error.message = note + message
-            step.error.args = (step.error.message,)
-            return
+    note = next((n for pattern, n in ((TEXT_INDEX, TEXT_INDEX_NOTE), (NO_CODE, NO_CODE_NOTE))
+                 if pattern.search(message)), None)
+    undefined = UNDEFINED.search(message)
+    if note is None and undefined and undefined.group(1) in ALIASES:
+        note = f"Start your code with `{ALIASES[undefined.group(1)]}`: every step imports what it uses. "
+    if note and not message.startswith(note):
+        step.error.message = note + message
+        step.error.args = (step.error.message,)
 
 
 NETWORK_NOTE = ('Your code has no internet access: for anything on the web, write report = {name}(task="the '

@@ -350,3 +350,20 @@ async def test_indexing_a_text_result_and_a_reply_without_code_get_notes_that_sa
     assert "That result is text (a str), not a dict" in prompts[1]
     assert "Your reply had no code" in prompts[2]
     assert "not a dict" in replier.steps[0].error and "Your reply had no code" in replier.steps[1].error
+
+
+async def test_an_alias_used_without_its_import_gets_the_import_to_add(tmp_path, model_server, company_file):
+    """The 1.5B model drew charts with `plt` it never imported, eight times over."""
+    model_server.model.script("alias without import", code_reply("print(pd.DataFrame({'a': [1]}).shape)"),
+                              code_reply('final_answer("imported")'))
+    runner = make_runner(tmp_path, model_server, company_file)
+    await runner.start()
+    try:
+        replier = await ask(runner, "HR: alias without import")
+    finally:
+        await runner.close()
+    assert replier.answer.text == "imported"
+    retry = [json.dumps(r["messages"]) for r in model_server.model.requests
+             if "alias without import" in json.dumps(r.get("messages"))][1]
+    assert "Start your code with `import pandas as pd`" in retry
+    assert "The variable `pd` is not defined" in replier.steps[0].error

@@ -250,8 +250,9 @@ def _working_days(start: dt.date, end: dt.date) -> int:
 
 @tool
 def book_leave(start: str, end: str, kind: str = "annual") -> dict:
-    """Books leave for the person who is asking (never anyone else), from start to end inclusive, after the
-    person approves it in the chat. Counts working days (Monday to Friday). Refuses, with the reason, leave in
+    """Books NEW leave for the person who is asking (never anyone else), from start to end inclusive, after the
+    person approves it in the chat; only when they ask to book dates. Leave already booked or taken is in
+    leave_balance(), not here. Counts working days (Monday to Friday). Refuses, with the reason, leave in
     the past, overlapping an existing booking, or beyond the remaining balance. Returns the booking and the new
     balance.
 
