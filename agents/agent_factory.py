@@ -170,8 +170,15 @@ def nudge_no_network(step: ActionStep, agent: MultiStepAgent) -> None:
                    and any("web" in path for path in t.spec.tools)]
     if researchers and step.error is not None and (NETWORK_IMPORT.search(str(step.error.message))
                                                    or NETWORK_CODE.search(step.code_action or "")):
-        step.error.message = NETWORK_NOTE.format(name=researchers[0]) + str(step.error.message)
-        step.error.args = (step.error.message,)  # the model's memory shows str(error)
+        _prefix_error(step, NETWORK_NOTE.format(name=researchers[0]))
+
+
+def _prefix_error(step: ActionStep, note: str) -> None:
+    """Puts a note in front of the step's error, once; the model's memory shows str(error), hence args."""
+    message = str(step.error.message)
+    if not message.startswith(note):
+        step.error.message = note + message
+        step.error.args = (step.error.message,)
 
 
 TEXT_INDEX = re.compile(r"Could not index .* with '[^']*': TypeError: string indices must be integers", re.S)
@@ -199,9 +206,8 @@ def nudge_misread_errors(step: ActionStep, agent: MultiStepAgent) -> None:
     undefined = UNDEFINED.search(message)
     if note is None and undefined and undefined.group(1) in ALIASES:
         note = f"Start your code with `{ALIASES[undefined.group(1)]}`: every step imports what it uses. "
-    if note and not message.startswith(note):
-        step.error.message = note + message
-        step.error.args = (step.error.message,)
+    if note:
+        _prefix_error(step, note)
 
 
 NETWORK_NOTE = ('Your code has no internet access: for anything on the web, write report = {name}(task="the '
