@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import AsyncIterator
@@ -9,6 +10,12 @@ from typing import AsyncIterator
 from aiohttp import web
 
 from agents.settings import Settings
+
+
+def next_week(weekday: int) -> dt.date:
+    """That weekday (0 = Monday) in the coming calendar week, so Thursday always falls before Friday."""
+    today = dt.date.today()
+    return today + dt.timedelta(days=7 - today.weekday() + weekday)
 
 
 def make_settings(tmp_path: Path, model_base_url: str | None, **overrides) -> Settings:

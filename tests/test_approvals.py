@@ -30,7 +30,7 @@ from agents.tools import bind_caller, bind_output_dir
 from agents.departments import bind_data_dir
 from tests.sandbox_support import require_docker_sandbox
 from tests.standins.model_server import ModelServer, ScriptedModel, code_reply
-from tests.support import RecordingReplier, chat_request, make_settings
+from tests.support import RecordingReplier, chat_request, make_settings, next_week
 
 COMPANY = textwrap.dedent(
     """
@@ -82,11 +82,6 @@ COMPANY = textwrap.dedent(
     approval_timeout_s = 60
     """
 )
-
-
-def next_week(weekday: int) -> dt.date:
-    today = dt.date.today()
-    return today + dt.timedelta(days=(weekday - today.weekday()) % 7 + 7)
 
 
 THURSDAY, FRIDAY = next_week(3), next_week(4)

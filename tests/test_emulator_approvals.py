@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 from tests.standins.model_server import code_reply
-from tests.support import make_settings
+from tests.support import make_settings, next_week
 from tests.test_emulator_browser import (  # noqa: F401 - fixtures
     ANSWER_TIMEOUT_MS,
     _answer,
@@ -23,8 +23,7 @@ pytestmark = pytest.mark.browser
 
 
 def _book_code() -> str:
-    today = dt.date.today()
-    thursday = today + dt.timedelta(days=(3 - today.weekday()) % 7 + 7)
+    thursday = next_week(3)
     return (f"r = book_leave(start='{thursday}', end='{thursday + dt.timedelta(days=1)}', kind='annual')\n"
             "left = leave_balance()['remaining_days']\n"
             "final_answer(f\"Booked {r['working_days']} days ({r['booking_id']}). You have {left} days left.\")")

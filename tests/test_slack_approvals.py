@@ -3,7 +3,6 @@ real Docker sandbox running the scripted agent's code, every Web API call observ
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import os
 import shutil
@@ -20,6 +19,7 @@ import pytest
 from agents.departments import BUNDLED_COMPANY_DIR
 from agents.telemetry import flush_tracing, setup_tracing, shutdown_tracing
 from tests.sandbox_support import require_docker_sandbox
+from tests.support import next_week
 from tests.standins.otlp_receiver import OtlpReceiver
 from tests.standins.model_server import code_reply
 from tests.standins.slack_api import (
@@ -54,13 +54,7 @@ COMPANY = textwrap.dedent(
 )
 
 
-def _dates() -> tuple[dt.date, dt.date]:
-    today = dt.date.today()
-    thursday = today + dt.timedelta(days=(3 - today.weekday()) % 7 + 7)
-    return thursday, thursday + dt.timedelta(days=1)
-
-
-THURSDAY, FRIDAY = _dates()
+THURSDAY, FRIDAY = next_week(3), next_week(4)
 CODE = (f"try:\n    r = book_leave(start='{THURSDAY}', end='{FRIDAY}', kind='annual')\n"
         "    out = 'Booked ' + r['booking_id'] + '; ' + str(r['balance']['remaining_days']) + ' days left'\n"
         "except Exception as e:\n    out = 'Not booked: ' + str(e)\nfinal_answer(out)")

@@ -12,6 +12,7 @@ import pytest
 
 from agents.departments import BUNDLED_COMPANY_DIR
 from tests.sandbox_support import require_docker_sandbox, sandbox_settings
+from tests.support import next_week
 from tests.standins.model_server import code_reply
 from tests.standins.teams_connector import ALICE, TeamsConnector, adaptive_cards, card_action_invoke, personal_message
 from tests.test_teams import running_bot
@@ -36,12 +37,7 @@ COMPANY = textwrap.dedent(
 MALLORY = {"id": "29:1malloryXYZ", "name": "Mallory", "aadObjectId": "0bad0bad-0000-4000-8000-000000000bad"}
 
 
-def _thursday() -> dt.date:
-    today = dt.date.today()
-    return today + dt.timedelta(days=(3 - today.weekday()) % 7 + 7)
-
-
-CODE = (f"try:\n    r = book_leave(start='{_thursday()}', end='{_thursday() + dt.timedelta(days=1)}')\n"
+CODE = (f"try:\n    r = book_leave(start='{next_week(3)}', end='{next_week(3) + dt.timedelta(days=1)}')\n"
         "    out = 'Booked ' + r['booking_id'] + '; ' + str(r['balance']['remaining_days']) + ' days left'\n"
         "except Exception as e:\n    out = 'Not booked: ' + str(e)\nfinal_answer(out)")
 
@@ -92,7 +88,7 @@ async def test_teams_card_approve_by_the_requester_only(tmp_path, model_server, 
                            sandbox_pool_size=1) as bot:
         conversation, call, card = await _ask(bot, connector, model_server, "book me thursday and friday")
         text = json.dumps(card)
-        assert "book_leave" in text and str(_thursday()) in text and "Alice Jones" in text
+        assert "book_leave" in text and str(next_week(3)) in text and "Alice Jones" in text
         approve = next(a for a in card["actions"] if a["title"] == "Approve")["data"]
         card_id = call.answer["id"]
 
