@@ -53,6 +53,21 @@ async def ask(runner, text, **kw) -> RecordingReplier:
     return replier
 
 
+async def ask_once(tmp_path, model_server, company_file, text, **kw) -> RecordingReplier:
+    """One request on a runner started for it and closed after."""
+    runner = make_runner(tmp_path, model_server, company_file)
+    await runner.start()
+    try:
+        return await ask(runner, text, **kw)
+    finally:
+        await runner.close()
+
+
+def prompts_about(model_server, marker: str) -> list[str]:
+    """The messages of each model request in one conversation, as the model read them."""
+    return [json.dumps(r["messages"]) for r in model_server.model.requests if marker in json.dumps(r.get("messages"))]
+
+
 def classifier_calls(model_server) -> int:
     return sum(
         1 for r in model_server.model.requests
@@ -66,12 +81,7 @@ async def test_prefix_routes_without_a_model_call_and_streams_steps(tmp_path, mo
         code_reply("me = whoami()\nprint('caller is', me)", "I will look up who is asking."),
         code_reply('final_answer(f"You are {me}.")'),
     )
-    runner = make_runner(tmp_path, model_server, company_file)
-    await runner.start()
-    try:
-        replier = await ask(runner, "HR: who am i really?", user="U_BOB")
-    finally:
-        await runner.close()
+    replier = await ask_once(tmp_path, model_server, company_file, "HR: who am i really?", user="U_BOB")
     assert replier.errors == []
     assert replier.answer.text == "You are U_BOB."
     assert replier.answer.department == "hr"
@@ -172,12 +182,7 @@ async def test_task_wall_time_and_model_failures(tmp_path, model_server, company
 
 async def test_max_steps_reports_each_step_once(tmp_path, model_server, company_file):
     model_server.model.script("never finishes", code_reply("print('still going')"))
-    runner = make_runner(tmp_path, model_server, company_file)
-    await runner.start()
-    try:
-        replier = await ask(runner, "hr: never finishes")
-    finally:
-        await runner.close()
+    replier = await ask_once(tmp_path, model_server, company_file, "hr: never finishes")
     assert [s.step_number for s in replier.steps] == [1, 2, 3]
     assert any("limit of 3 steps" in n for n in replier.answer.notices)
 
@@ -313,15 +318,9 @@ async def test_a_repeated_step_is_answered_with_a_nudge_the_model_sees_and_the_t
     """Greedy small models re-run the code they just ran; the next prompt tells them so, the thread stays clean."""
     same = code_reply("print('caller is', whoami())", "I will look up who is asking.")
     model_server.model.script("who keeps asking", same, same, code_reply('final_answer("Done looking.")'))
-    runner = make_runner(tmp_path, model_server, company_file)
-    await runner.start()
-    try:
-        replier = await ask(runner, "HR: who keeps asking?", user="U_BOB")
-    finally:
-        await runner.close()
+    replier = await ask_once(tmp_path, model_server, company_file, "HR: who keeps asking?", user="U_BOB")
     assert replier.answer.text == "Done looking."
-    prompts = [" ".join(str(m.get("content")) for m in r["messages"]) for r in model_server.model.requests
-               if "who keeps asking" in str(r.get("messages"))]
+    prompts = prompts_about(model_server, "who keeps asking")
     assert "exactly the code of your previous step" not in prompts[1]
     assert "exactly the code of your previous step" in prompts[2]
     assert all("previous step" not in (s.observation or "") for s in replier.steps)
@@ -337,15 +336,9 @@ async def test_indexing_a_text_result_and_a_reply_without_code_get_notes_that_sa
         code_reply("who = whoami()\nfinal_answer(who['user'])", "I will index the result."),
         "The answer is U_SOMEONE.",
         code_reply("final_answer(whoami())"))
-    runner = make_runner(tmp_path, model_server, company_file)
-    await runner.start()
-    try:
-        replier = await ask(runner, "HR: what does whoami say?", user="U_BOB")
-    finally:
-        await runner.close()
+    replier = await ask_once(tmp_path, model_server, company_file, "HR: what does whoami say?", user="U_BOB")
     assert replier.answer.text == "U_BOB"
-    prompts = [json.dumps(r["messages"]) for r in model_server.model.requests
-               if "what does whoami say" in json.dumps(r.get("messages"))]
+    prompts = prompts_about(model_server, "what does whoami say")
     assert "That result is text (a str), not a dict" not in prompts[0]
     assert "That result is text (a str), not a dict" in prompts[1]
     assert "Your reply had no code" in prompts[2]
@@ -356,14 +349,8 @@ async def test_an_alias_used_without_its_import_gets_the_import_to_add(tmp_path,
     """The 1.5B model drew charts with `plt` it never imported, eight times over."""
     model_server.model.script("alias without import", code_reply("print(pd.DataFrame({'a': [1]}).shape)"),
                               code_reply('final_answer("imported")'))
-    runner = make_runner(tmp_path, model_server, company_file)
-    await runner.start()
-    try:
-        replier = await ask(runner, "HR: alias without import")
-    finally:
-        await runner.close()
+    replier = await ask_once(tmp_path, model_server, company_file, "HR: alias without import")
     assert replier.answer.text == "imported"
-    retry = [json.dumps(r["messages"]) for r in model_server.model.requests
-             if "alias without import" in json.dumps(r.get("messages"))][1]
+    retry = prompts_about(model_server, "alias without import")[1]
     assert "Start your code with `import pandas as pd`" in retry
     assert "The variable `pd` is not defined" in replier.steps[0].error
