@@ -26,6 +26,7 @@ from tests.standins.slack_api import (
     SECRET,
     TOKEN,
     EventSender,
+    TEAM_ID,
     SlackAPI,
     block_actions,
     block_text,
@@ -127,6 +128,36 @@ async def test_only_the_requester_approves_once_and_the_message_shows_who(tmp_pa
             assert not buttons(prompt) and "Approved by alice" in block_text(prompt)
             assert any("already approved" in e["text"] for e in slack.ephemeral if e["user"] == "U_ALICE")
             assert "<!channel>" not in json.dumps(prompt.raw.get("blocks"))
+
+
+async def test_an_approvers_group_member_approves_and_the_requester_cannot(tmp_path, model_server, company):
+    """`approvers = ["S..."]`: membership is asked of Slack (usergroups.users.list, the clicker's team) at the
+    press, not from a cache, so the requester outside the group is refused and a member's press books."""
+    company.write_text(COMPANY.replace('approval = "requester"', 'approval = "approvers"\napprovers = ["S0LEADS"]'))
+    async with SlackAPI(TOKEN) as slack:
+        slack.usergroups["S0LEADS"] = ["U_CAROL"]
+        async with running_bot(tmp_path, model_server, slack, sandbox="docker", config_path=company,
+                               sandbox_pool_size=1) as bot:
+            require_docker_sandbox(bot.settings)
+            model_server.model.script("book for the leads", code_reply(CODE))
+            await bot.events.event(mention("hr: book for the leads to approve", user="U_ALICE"))
+            prompt = await _approval_message(slack)
+            await bot.events.interaction(block_actions(prompt, "agentdesk_approval:approve", user="U_ALICE"))
+            refusal = await slack.wait_for(lambda: slack.ephemeral, 10, "an ephemeral refusal")
+            assert refusal[0]["user"] == "U_ALICE" and "can't approve" in refusal[0]["text"]
+            assert _bookings(tmp_path) == [] and buttons(prompt)
+
+            await bot.events.interaction(block_actions(prompt, "agentdesk_approval:approve", user="U_CAROL",
+                                                       name="carol"))
+            answer = await slack.wait_for(
+                lambda: next((m for m in slack.messages if m.text.startswith(("Booked", "Not booked"))), None), 60,
+                "the answer")
+            await bot.drain()
+            assert answer.text.startswith("Booked") and len(_bookings(tmp_path)) == 1
+            assert "Approved by carol" in block_text(prompt)
+            lookups = slack.calls_to("usergroups.users.list")
+            assert len(lookups) == 2, "each press asks Slack afresh"
+            assert all(c.params.get("usergroup") == "S0LEADS" and c.params.get("team_id") == TEAM_ID for c in lookups)
 
 
 @pytest.fixture

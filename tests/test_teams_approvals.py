@@ -13,9 +13,11 @@ import pytest
 from agents.departments import BUNDLED_COMPANY_DIR
 from tests.sandbox_support import require_docker_sandbox, sandbox_settings
 from tests.support import next_week
+from tests.standins.graph import GraphStandIn
 from tests.standins.model_server import code_reply
 from tests.standins.teams_connector import ALICE, TeamsConnector, adaptive_cards, card_action_invoke, personal_message
 from tests.test_teams import running_bot
+from tests.test_teams_ai import TENANT, graph_settings
 
 pytestmark = pytest.mark.docker
 
@@ -124,3 +126,32 @@ async def test_teams_card_deny(tmp_path, model_server, monkeypatch, connector, c
         assert "declined" in answer.text
         await bot.drain()
         assert _bookings(tmp_path) == []
+
+
+LEADS = "9e1ead50-0000-4000-8000-000000001ead"
+
+
+async def test_teams_an_approvers_group_member_approves_through_graph(tmp_path, model_server, monkeypatch,
+                                                                     connector, company):
+    """`approvers = ["<AAD group id>"]`: the presser's groups come from Graph (transitiveMemberOf) at the press,
+    not from a cache; the requester outside the group is refused, a member's press books."""
+    company.write_text(COMPANY.replace('approval = "requester"', f'approval = "approvers"\napprovers = ["{LEADS}"]'))
+    async with GraphStandIn(TENANT) as graph:
+        graph.groups[MALLORY["aadObjectId"]] = [LEADS]
+        async with running_bot(tmp_path, model_server, monkeypatch, sandbox="docker", config_path=company,
+                               sandbox_pool_size=1, **graph_settings(graph)) as bot:
+            conversation, call, card = await _ask(bot, connector, model_server, "book for the leads")
+            approve = next(a for a in card["actions"] if a["title"] == "Approve")["data"]
+            status, reply, _ = await bot.post(card_action_invoke(connector.service_url, conversation,
+                                                                 call.answer["id"], approve))
+            assert status == 200 and "can't approve" in reply["value"] and _bookings(tmp_path) == []
+
+            status, reply, _ = await bot.post(card_action_invoke(connector.service_url, conversation,
+                                                                 call.answer["id"], approve, sender=MALLORY))
+            assert status == 200 and "Approved by Mallory" in json.dumps(reply["value"])
+            await connector.wait_for(lambda: [c for c in connector.sent(method="POST") if "Booked" in c.text], 60,
+                                     "the answer")
+            await bot.drain()
+            assert len(_bookings(tmp_path)) == 1
+        lookups = [p for _, p, _ in graph.requests if "transitiveMemberOf" in p]
+        assert any(MALLORY["aadObjectId"] in p for p in lookups) and any(ALICE["aadObjectId"] in p for p in lookups)

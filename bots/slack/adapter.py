@@ -111,11 +111,11 @@ class SlackBot:
         self.app.event("app_home_opened")(self._on_app_home_opened)
         self.app.event("app_context_changed")(self._on_app_context_changed)
         self.actions = SlackActions(runner, tasks)
-        self.actions.register(approvals.ACTION_PREFIX, approvals.handler(runner))
         self.app.action(re.compile(f"^{re.escape(ACTION_PREFIX)}"))(self.actions.dispatch)
         self.app.action(re.compile(".*"))(self._ack_only)
         self.app.view(COMMENT_CALLBACK)(self.actions.comment_submitted)
         self.usergroups = UserGroups(self.app.client, runner.company)
+        self.actions.register(approvals.ACTION_PREFIX, approvals.handler(runner, self.usergroups))
 
     # HTTP ------------------------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
 
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -82,10 +82,11 @@ async def take_context(store: "StateStore", team: str, user: str) -> tuple[dict[
 
 
 class UserGroups:
-    """Which of the departments file's `slack_usergroups` a person belongs to (usergroups.users.list).
+    """Which Slack user groups (S...) a person belongs to (usergroups.users.list), for access rules and approvers.
 
-    Only groups some department restricts to are looked up, each cached for USERGROUP_TTL_S; without the
-    usergroups:read scope the lookup fails, is logged once, and group rules match nobody (default deny).
+    By default only the departments file's `slack_usergroups` are looked up, each cached for USERGROUP_TTL_S;
+    an approval asks about its own approvers, fresh. Without the usergroups:read scope the lookup fails, is
+    logged once, and group rules match nobody (default deny).
     """
 
     def __init__(self, client: AsyncWebClient, company: Company, ttl_s: float = USERGROUP_TTL_S) -> None:
@@ -96,20 +97,24 @@ class UserGroups:
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._warned = False
 
-    async def groups_of(self, user: str, team: str) -> tuple[str, ...]:
-        if not self.groups:
+    async def groups_of(self, user: str, team: str, among: Iterable[str] | None = None, *,
+                        fresh: bool = False) -> tuple[str, ...]:
+        """The groups of `among` (default: the access rules' groups) that `user` is in; `fresh` skips the cache,
+        so someone just removed from an approvers group cannot approve on a cached membership."""
+        groups = self.groups if among is None else sorted({g for g in among if g.startswith("S")})
+        if not groups:
             return ()
-        found = await asyncio.gather(*(self._members_of(g, team) for g in self.groups))
-        return tuple(g for g, members in zip(self.groups, found) if user in members)
+        found = await asyncio.gather(*(self._members_of(g, team, fresh) for g in groups))
+        return tuple(g for g, members in zip(groups, found) if user in members)
 
-    async def _members_of(self, group: str, team: str) -> frozenset[str]:
+    async def _members_of(self, group: str, team: str, fresh: bool) -> frozenset[str]:
         key = (team, group)
         cached = self._members.get(key)
-        if cached and cached[1] > time.monotonic():
+        if not fresh and cached and cached[1] > time.monotonic():
             return cached[0]
         async with self._locks.setdefault(key, asyncio.Lock()):  # one lookup per group, however many ask
             cached = self._members.get(key)
-            if cached and cached[1] > time.monotonic():
+            if not fresh and cached and cached[1] > time.monotonic():
                 return cached[0]
             members: frozenset[str] = frozenset()
             try:
@@ -118,7 +123,7 @@ class UserGroups:
             except Exception as exc:  # noqa: BLE001 - deny by default, tell the operator once
                 if not self._warned:
                     self._warned = True
-                    log.warning("usergroups.users.list failed (%s): slack_usergroups rules match nobody; add the "
-                                "usergroups:read scope and reinstall the app", _error_name(exc))
+                    log.warning("usergroups.users.list failed (%s): slack_usergroups rules and approver groups "
+                                "match nobody; add the usergroups:read scope and reinstall the app", _error_name(exc))
             self._members[key] = (members, time.monotonic() + self.ttl_s)
             return members

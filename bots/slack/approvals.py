@@ -17,6 +17,7 @@ from bots.slack.mrkdwn import neutralize
 
 if TYPE_CHECKING:
     from agents.runner import TaskRunner
+    from bots.slack.agent_view import UserGroups
     from bots.slack.replier import SlackReplier
 
 log = logging.getLogger("agentdesk.slack.approvals")
@@ -112,33 +113,16 @@ async def show_decision(client: Any, prompt: ApprovalPrompt, decision: ApprovalD
 
 # -- the click (a signed block_actions request) -----------------------------------------------------------
 
-async def _groups_of(client: Any, user: str, approvers: tuple[str, ...]) -> tuple[str, ...]:
-    """The listed user groups (S...) the clicker belongs to (usergroups.users.list; needs usergroups:read)."""
-    found = []
-    for group in approvers:
-        if not group.startswith("S"):
-            continue
-        try:
-            response = await client.usergroups_users_list(usergroup=group)
-        except Exception as exc:  # noqa: BLE001 - without the scope, only listed user ids can approve
-            log.warning("usergroups.users.list failed for an approvers group (%s); add the usergroups:read scope",
-                        type(exc).__name__)
-            continue
-        if user in (response.get("users") or ()):
-            found.append(group)
-    return tuple(found)
-
-
-def handler(runner: "TaskRunner"):
+def handler(runner: "TaskRunner", usergroups: "UserGroups"):
     """The SlackActions handler for Approve/Deny (SlackActions acks at once and runs it in the background)."""
 
     async def on_approval_action(body: dict, action: dict, client: Any) -> None:
-        await on_action(runner, body, action, client)
+        await on_action(runner, usergroups, body, action, client)
 
     return on_approval_action
 
 
-async def on_action(runner: "TaskRunner", body: dict, action: dict, client: Any) -> None:
+async def on_action(runner: "TaskRunner", usergroups: "UserGroups", body: dict, action: dict, client: Any) -> None:
     """Approve/Deny pressed: decide (the right person, once), then tell the clicker or redraw the message."""
     approval_id = str(action.get("value") or "")
     decision = str(action.get("action_id") or "").removeprefix(ACTION_PREFIX)
@@ -148,7 +132,9 @@ async def on_action(runner: "TaskRunner", body: dict, action: dict, client: Any)
     message_ts = (body.get("container") or {}).get("message_ts") or (body.get("message") or {}).get("ts")
     thread_ts = (body.get("message") or {}).get("thread_ts")
     seen = await runner.approval_view(approval_id)
-    groups = await _groups_of(client, user, seen[0].approvers) if seen and seen[0].approval == "approvers" else ()
+    team = (body.get("team") or {}).get("id") or (body.get("user") or {}).get("team_id") or ""
+    groups = (await usergroups.groups_of(user, team, seen[0].approvers, fresh=True)
+              if seen and seen[0].approval == "approvers" else ())
     ok, message = await runner.decide_approval(approval_id, "slack", user, groups, decision, user_name=name)
     if not ok and channel and user:
         try:

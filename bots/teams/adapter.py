@@ -22,7 +22,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Iterable
 
 import requests
 from aiohttp import web
@@ -397,7 +397,7 @@ class TeamsBot:
             channel_name=channel.get("name") if conversation_type == "channel" else None,
             is_direct=personal,
             team=team,
-            user_groups=await self._groups(owner),
+            user_groups=await self.groups_of(owner),
             reply_address={
                 "conversation_reference": json.dumps(TurnContext.get_conversation_reference(activity).serialize()),
                 "conversation_type": conversation_type, "team_group": team_group or "",
@@ -422,12 +422,15 @@ class TeamsBot:
 
         return fetch
 
-    async def _groups(self, user: str) -> tuple[str, ...]:
-        """The person's groups that some teams_groups rule names (looked up through Graph, cached)."""
-        if self.graph is None or not self._wanted_groups or not user:
+    async def groups_of(self, user: str, among: Iterable[str] | None = None, *,
+                        fresh: bool = False) -> tuple[str, ...]:
+        """The person's groups among `among` (default: those teams_groups rules name), looked up through Graph;
+        an approval asks about its approvers `fresh`, so a membership just removed no longer approves."""
+        wanted = self._wanted_groups if among is None else frozenset(among)
+        if self.graph is None or not wanted or not user:
             return ()
         try:
-            return tuple(sorted(await self.graph.groups_of(user) & self._wanted_groups))
+            return tuple(sorted(await self.graph.groups_of(user, fresh=fresh) & wanted))
         except GraphError as exc:
             log.warning("teams: could not look up a person's groups: %s", exc)
             return ()

@@ -124,7 +124,10 @@ async def on_invoke(bot: "TeamsBot", activity: Activity) -> web.Response:
         return unsupported_invoke(activity)
     user = activity.from_property.aad_object_id or activity.from_property.id
     approval_id = str(data.get("approval_id") or "")
-    ok, message = await bot.runner.decide_approval(approval_id, "teams", user, (), str(data.get("decision") or ""),
+    seen = await bot.runner.approval_view(approval_id)
+    groups = (await bot.groups_of(activity.from_property.aad_object_id or "", seen[0].approvers, fresh=True)
+              if seen and seen[0].approval == "approvers" else ())
+    ok, message = await bot.runner.decide_approval(approval_id, "teams", user, groups, str(data.get("decision") or ""),
                                                    user_name=activity.from_property.name)
     seen = await bot.runner.approval_view(approval_id)
     if seen is None or seen[1] is None:  # refused and still pending (or unknown): the card stays as it is

@@ -181,10 +181,10 @@ class GraphClient:
 
     # -- groups ---------------------------------------------------------------------------------------
 
-    async def groups_of(self, user_id: str) -> frozenset[str]:
-        """Ids of every group `user_id` belongs to, directly or through nested groups (cached)."""
+    async def groups_of(self, user_id: str, *, fresh: bool = False) -> frozenset[str]:
+        """Ids of every group `user_id` belongs to, directly or through nested groups (cached unless `fresh`)."""
         cached = self._groups.get(user_id)
-        if cached and cached[1] > time.monotonic():
+        if not fresh and cached and cached[1] > time.monotonic():
             return cached[0]
         found: set[str] = set()
         url: str | None = f"/users/{quote(user_id, safe='')}/transitiveMemberOf/microsoft.graph.group?$select=id"
