@@ -125,5 +125,7 @@ class UserGroups:
                     self._warned = True
                     log.warning("usergroups.users.list failed (%s): slack_usergroups rules and approver groups "
                                 "match nobody; add the usergroups:read scope and reinstall the app", _error_name(exc))
+                if fresh:  # one failed press must not empty the access rules' cached membership
+                    return members
             self._members[key] = (members, time.monotonic() + self.ttl_s)
             return members
